@@ -1,0 +1,146 @@
+"""The train stage's work: params -> a StyleGAN2-ADA training run, its curves, MLflow logging, outputs.
+
+Checkpoints for resume live outside the DVC outputs, in ``<train.checkpoint_root>/<run key>/``, where the
+key hashes the training config and the shard index; the stage's outputs (final G_ema, its config, the
+curves and the final tick's metrics) stay plain, run-cacheable DVC outputs. Rerunning the stage after an
+interruption (kill -9 included) finds the folder and resumes from its latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pipeline.params import Params
+from pipeline.tracking import PipelineRun, start_run
+from stylegan.dataset import ShardDataset
+from stylegan.serialization import save_network
+from stylegan.training import TickReport, TrainingConfig, resolve_config, run_key, train
+
+log = logging.getLogger(__name__)
+
+MLFLOW_RUN_ID_FILE = "mlflow_run_id"
+
+
+@dataclass(frozen=True)
+class TrainOutputs:
+    """Where the train stage writes (the DVC outs of `dvc.yaml`)."""
+
+    generator: Path = Path("models/G_ema.safetensors")
+    generator_config: Path = Path("models/G_ema.json")
+    curves: Path = Path("plots/train.tsv")
+    metrics: Path = Path("metrics/train.json")
+
+
+#: Params of the `model` and `train` sections that are not fields of :class:`TrainingConfig`.
+NOT_CONFIG_FIELDS = frozenset(
+    {"arch", "conditional", "cfg", "gpus", "mirror", "device", "workers", "checkpoint_root", "resume_from"}
+)
+
+
+def training_config(params: Params, resolution: int) -> TrainingConfig:
+    """The params' `model` and `train` sections as a :class:`TrainingConfig`; None keeps the preset's."""
+    sections = {**params.model.model_dump(), **params.train.model_dump()}
+    overrides = {key: value for key, value in sections.items() if key not in NOT_CONFIG_FIELDS}
+    return resolve_config(params.train.cfg, resolution, gpus=params.train.gpus, overrides=overrides)
+
+
+def dataset_fingerprint(shards_dir: Path) -> str:
+    """The shard index's sha256: it lists every shard's checksum, so it identifies the data."""
+    return hashlib.sha256((shards_dir / "index.json").read_bytes()).hexdigest()
+
+
+def checkpoint_dir(params: Params, config: TrainingConfig, shards_dir: Path) -> Path:
+    """``<checkpoint_root>/<run key>``; a relative root is taken from the DVC project root (DVC_ROOT),
+    so that `dvc exp run --temp` runs resume from the same folder as workspace runs."""
+    root = Path(params.train.checkpoint_root).expanduser()
+    if not root.is_absolute():
+        root = Path(os.environ.get("DVC_ROOT", ".")) / root
+    return root / run_key(config.identity(), dataset_fingerprint(shards_dir))
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device is 'cuda' but torch sees no CUDA device")
+    return torch.device(name)
+
+
+class CurveWriter:
+    """Per-tick training curves as a TSV in the run folder, so they survive an interruption. A resumed
+    run repeats the ticks after its last checkpoint; their first rows are dropped when they come again."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.rows = read_curves(path) if path.exists() else []
+
+    def append(self, kimg: float, metrics: dict[str, float]) -> None:
+        self.rows = [row for row in self.rows if float(row["kimg"]) < kimg - 1e-9]
+        self.rows.append({**metrics, "kimg": f"{kimg:.3f}"})
+        columns = list(dict.fromkeys(key for row in self.rows for key in row))
+        with self.path.open("w", newline="") as f:
+            writer = csv.DictWriter(f, columns, delimiter="\t", restval="")
+            writer.writeheader()
+            writer.writerows(self.rows)
+
+
+def read_curves(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f, delimiter="\t"))
+
+
+def _on_tick(run: PipelineRun, curves: CurveWriter):
+    def callback(report: TickReport) -> None:
+        curves.append(report.kimg, report.metrics)
+        run.log_tick(report.metrics, report.kimg)
+        if report.samples is not None:
+            run.log_image(report.samples, key="samples", kimg=report.kimg)
+
+    return callback
+
+
+def run_training(params: Params, shards_dir: Path, outputs: TrainOutputs = TrainOutputs()) -> dict[str, Any]:
+    """Train (or resume) on the shards, log to MLflow, and write the stage's outputs."""
+    t = params.train
+    dataset = ShardDataset(
+        shards_dir, seed=t.seed, xflip=t.mirror, use_labels=params.model.conditional, infinite=True
+    )
+    config = training_config(params, dataset.resolution)
+    run_dir = checkpoint_dir(params, config, shards_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log.info("checkpoints for resume: %s", run_dir)
+    curves = CurveWriter(run_dir / "curves.tsv")
+    run_id_file = run_dir / MLFLOW_RUN_ID_FILE
+    resume_run_id = run_id_file.read_text().strip() if run_id_file.exists() else None
+
+    with start_run(params, resume_run_id=resume_run_id) as run:
+        run_id_file.write_text(run.info.run_id)
+        summary = train(
+            config,
+            dataset,
+            run_dir,
+            device=resolve_device(t.device),
+            progress_callback=_on_tick(run, curves),
+            num_workers=t.workers,
+        )
+        for path in (outputs.generator, outputs.curves, outputs.metrics):
+            path.parent.mkdir(parents=True, exist_ok=True)
+        save_network(outputs.generator, summary.G_ema)
+        outputs.generator_config.write_text(
+            json.dumps({"training": config.to_dict(), "kimg": summary.cur_nimg / 1000}, indent=2) + "\n"
+        )
+        outputs.curves.write_text((run_dir / "curves.tsv").read_text())
+        final = {"kimg": summary.cur_nimg / 1000, "ticks": summary.ticks, **summary.metrics}
+        outputs.metrics.write_text(json.dumps(final, indent=2) + "\n")
+        run.log_artifact(outputs.generator, "model")
+        run.log_artifact(outputs.generator_config, "model")
+    return final
