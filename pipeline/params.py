@@ -151,6 +151,7 @@ class WAvgParams(Section):
     num_samples: PositiveInt = 100_000
     batch: PositiveInt = 1024
     seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
 MetricName = Literal[
@@ -167,7 +168,7 @@ class EvalParams(Section):
     seed: int = 0
     truncation_psi: Annotated[float, Field(ge=-2, le=2)] = 1.0
     ppl_samples: PositiveInt = 50_000
-    ppl_crop: bool = False
+    ppl_crop: bool | None = None  # None: each PPL metric's official face-crop setting
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
 
@@ -177,7 +178,7 @@ class ReportParams(Section):
     truncation_sweep: list[float] = Field(default_factory=lambda: [-0.5, 0.0, 0.5, 0.7, 1.0, 1.5])
     mixing_rows: list[int] = Field(default_factory=lambda: [100, 101, 102, 103])
     mixing_cols: list[int] = Field(default_factory=lambda: [200, 201, 202, 203])
-    interpolation_frames: PositiveInt = 48
+    interpolation_frames: PositiveInt = 48  # frames per transition between two seeds
     interpolation_seeds: list[int] = Field(default_factory=lambda: [0, 1, 2, 3])
 
 

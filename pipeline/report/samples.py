@@ -1,0 +1,135 @@
+"""The generator's figures on the report: sample grids, truncation sweep, style mixing, interpolation.
+
+Cells are stored at most :data:`MAX_CELL` pixels per side (a 1024 px network's grids are downscaled 4x
+with Lanczos, so the report stays a few MB), and small networks are shown enlarged with visible pixels.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import PIL.Image
+
+from pipeline.params import ReportParams
+from stylegan.generate import Generator, image_grid, style_layers
+
+__all__ = ["MAX_CELL", "SampleFigure", "render_samples"]
+
+STYLE_GROUPS = ("coarse", "middle", "fine")
+SWEEP_ROWS = 6  # the first seeds of grid_seeds form the rows of the truncation sweep
+MAX_CELL = 256
+INTERPOLATION_FILE = "interpolation.webp"
+
+
+@dataclass(frozen=True)
+class SampleFigure:
+    file: Path
+    title: str
+    caption: str
+    scale: int  # display enlargement: small images are shown with visible pixels
+
+
+def _seeds_text(seeds: Sequence[int]) -> str:
+    return ", ".join(str(s) for s in seeds)
+
+
+def _layers_text(layers: list[int]) -> str:
+    return f"layer {layers[0]}" if len(layers) == 1 else f"layers {layers[0]}-{layers[-1]}"
+
+
+class _Figures:
+    """Saves figures into one folder, each cell at most MAX_CELL pixels, and keeps them in page order."""
+
+    def __init__(self, out_dir: Path, resolution: int) -> None:
+        self.out_dir = out_dir
+        self.cell = min(resolution, MAX_CELL)
+        self.shrink = resolution // self.cell
+        self.size_note = f" Shown at {self.cell} px, downscaled from {resolution}." if self.shrink > 1 else ""
+        self.figures: list[SampleFigure] = []
+
+    def scale(self, minimum: int) -> int:
+        return max(1, min(8, minimum // self.cell))
+
+    def add(self, image: PIL.Image.Image, name: str, title: str, caption: str) -> None:
+        if self.shrink > 1:
+            image = image.resize(
+                (image.width // self.shrink, image.height // self.shrink), PIL.Image.Resampling.LANCZOS
+            )
+        file = self.out_dir / name
+        image.save(file)
+        self.figures.append(SampleFigure(file, title, caption + self.size_note, self.scale(128)))
+
+
+def render_samples(G: Generator, params: ReportParams, out_dir: Path) -> list[SampleFigure]:
+    """Write every sample figure into ``out_dir``; return them in page order.
+
+    A conditional network draws the sample grids with classes cycling over the seeds and every other
+    figure for class 0.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figures = _Figures(out_dir, G.resolution)
+    conditional = G.c_dim > 0
+    grid_classes = [i % G.c_dim for i in range(len(params.grid_seeds))] if conditional else None
+    one_class = 0 if conditional else None
+    class_note = " Classes cycle 0, 1, 2, ... over the seeds." if conditional else ""
+    other_class_note = " Class 0." if conditional else ""
+    cols = min(len(params.grid_seeds), max(4, math.ceil(math.sqrt(2 * len(params.grid_seeds)))))
+
+    for psi in dict.fromkeys([1.0, params.psi]):
+        grid = image_grid(G.generate(params.grid_seeds, psi=psi, class_idx=grid_classes), cols)
+        what = "no truncation" if psi == 1 else "truncated toward the W average"
+        figures.add(
+            grid,
+            f"samples_psi{psi:g}.png",
+            f"Uncurated samples, ψ = {psi:g}",
+            f"Seeds {_seeds_text(params.grid_seeds)} in reading order; {what}.{class_note}",
+        )
+
+    sweep_seeds = params.grid_seeds[:SWEEP_ROWS]
+    psis = ", ".join(f"{psi:g}" for psi in params.truncation_sweep)
+    figures.add(
+        G.truncation_sweep(sweep_seeds, params.truncation_sweep, class_idx=one_class),
+        "truncation_sweep.png",
+        "Truncation sweep",
+        f"Rows: seeds {_seeds_text(sweep_seeds)}. Columns: ψ = {psis}; ψ = 0 is the W average itself, "
+        f"1 is no truncation, values outside [0, 1] extrapolate.{other_class_note}",
+    )
+
+    for group in STYLE_GROUPS:
+        layers = style_layers(group, G.num_ws)
+        figures.add(
+            G.style_mixing_grid(
+                params.mixing_rows, params.mixing_cols, group, params.psi, class_idx=one_class
+            ),
+            f"style_mixing_{group}.png",
+            f"Style mixing: {group} styles",
+            f"Top row: seeds {_seeds_text(params.mixing_cols)}; left column: seeds "
+            f"{_seeds_text(params.mixing_rows)}. Each cell keeps its row's ws and takes "
+            f"{_layers_text(layers)} (of {G.num_ws}) from its column; ψ = {params.psi:g}.{other_class_note}",
+        )
+
+    file = out_dir / INTERPOLATION_FILE
+    G.interpolate(
+        params.interpolation_seeds,
+        file,
+        params.interpolation_frames,
+        space="z",
+        psi=params.psi,
+        class_idx=one_class,
+        size=figures.cell,
+    )
+    total = len(params.interpolation_seeds) * params.interpolation_frames
+    figures.figures.append(
+        SampleFigure(
+            file,
+            "Latent interpolation",
+            f"A loop through seeds {_seeds_text(params.interpolation_seeds)} and back to the first: "
+            f"{params.interpolation_frames} frames per transition, {total} in all; spherical interpolation "
+            f"in z, ψ = {params.psi:g}.{other_class_note}{figures.size_note}",
+            figures.scale(256),
+        )
+    )
+    return figures.figures
