@@ -1,0 +1,206 @@
+"""A sweep over a grid of params, as DVC experiments: `python -m pipeline.sweep --grid 'train.gamma=[1, 2]'`.
+
+Each point of the grid is one `dvc exp run --temp -S ...` in its own Prefect task (see
+:func:`pipeline.flow.run_experiment`), at most `max_parallel` at a time; the results are collected with
+`dvc exp show --json` into a table artifact of params against metrics.
+
+Why not DVC's own queue (`dvc exp run --queue` + `dvc queue start -j N`)? Its Celery workers run
+detached from the command that starts them: their logs reach the flow only by polling
+`dvc queue logs`, a crashed flow leaves them running, and `dvc exp run --run-all` runs every queued
+entry (stale ones too) and exits 0 when experiments failed (DVC 3.67). Experiments run with `--temp`
+each in their own copy of the repo and hold DVC's repo lock only to stash and to collect, so several
+can run side by side, each with its own logs, retries and state in Prefect. `max_parallel` defaults to
+1: on one GPU, experiments would only share it. To fan out across machines, start several flow runs
+of the deployment on a work pool with several workers (see `prefect.yaml`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import subprocess
+import sys
+from collections import deque
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
+from prefect.futures import PrefectFuture
+from prefect.runtime import flow_run
+
+from pipeline.dvc_graph import load_pipeline
+from pipeline.flow import DvcCommandError, PipelineSummary, dvc_command, parse_assignment, run_experiment
+
+PARAMS_FILE = "params.yaml"
+
+
+class SweepError(RuntimeError):
+    """Some experiments of a sweep failed; the results table still lists every point."""
+
+
+def expand_grid(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    """Every combination of the grid's values, the last key varying fastest."""
+    for key, values in grid.items():
+        if isinstance(values, str) or not isinstance(values, Sequence) or not values:
+            raise ValueError(f"grid {key}: expected a non-empty list of values, got {values!r}")
+    return [dict(zip(grid, combination, strict=True)) for combination in itertools.product(*grid.values())]
+
+
+@flow(name="stylegan-sweep")
+def sweep_flow(
+    grid: dict[str, list[Any]],
+    repo_dir: str = ".",
+    targets: list[str] | None = None,
+    name: str | None = None,
+    max_parallel: int = 1,
+) -> list[dict[str, Any]]:
+    """Run one DVC experiment per grid point, named `<name>-<n>` (default name: the flow run's).
+
+    Returns the results table (one row per point: experiment, status, params, metrics). Raises
+    :class:`SweepError` after publishing the table when any experiment failed.
+    """
+    if max_parallel < 1:
+        raise ValueError(f"max_parallel must be at least 1, got {max_parallel}")
+    repo = Path(repo_dir).resolve()
+    if targets:
+        load_pipeline(repo / "dvc.yaml").select(targets)  # fail on an unknown stage before queueing anything
+    points = expand_grid(grid)
+    prefix = name or flow_run.name
+    names = [f"{prefix}-{number}" for number in range(1, len(points) + 1)]
+    get_run_logger().info("sweep %s: %d experiments, %d at a time", prefix, len(points), max_parallel)
+
+    futures: list[PrefectFuture[PipelineSummary]] = []
+    running: deque[PrefectFuture[PipelineSummary]] = deque()
+    for point, experiment in zip(points, names, strict=True):
+        if len(running) == max_parallel:
+            running.popleft().wait()
+        future = run_experiment.submit(str(repo), point, experiment, targets or [])
+        running.append(future)
+        futures.append(future)
+    errors = {}
+    for experiment, future in zip(names, futures, strict=True):
+        future.wait()
+        if future.state.is_failed():
+            errors[experiment] = future.result(raise_on_failure=False)
+
+    rows = results_table(show_experiments(repo), points, names, errors)
+    create_table_artifact(rows, key="sweep-results", description=f"Sweep {prefix}: params and metrics")
+    if errors:
+        raise SweepError(f"{len(errors)} of {len(points)} experiments failed: {', '.join(errors)}")
+    return rows
+
+
+def show_experiments(repo: Path) -> dict[str, dict[str, Any]]:
+    """`dvc exp show --json`, as experiment name -> its `data` (params and metrics by file)."""
+    result = subprocess.run(
+        dvc_command("exp", "show", "--json"), cwd=repo, capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise DvcCommandError(
+            dvc_command("exp", "show", "--json"), result.returncode, result.stderr.splitlines()
+        )
+    experiments = {}
+    for baseline in json.loads(result.stdout):
+        for experiment in baseline.get("experiments") or []:
+            for rev in experiment.get("revs") or []:
+                if rev.get("name") and rev.get("data"):
+                    experiments[rev["name"]] = rev["data"]
+    return experiments
+
+
+def results_table(
+    shown: Mapping[str, Mapping[str, Any]],
+    points: Sequence[Mapping[str, Any]],
+    names: Sequence[str],
+    errors: Mapping[str, BaseException],
+) -> list[dict[str, Any]]:
+    """One row per point. Params are read back from the experiment (what DVC ran, not what was asked),
+    metrics are every number in its metrics files; a failed point keeps its requested params."""
+    rows = []
+    for point, experiment in zip(points, names, strict=True):
+        data = shown.get(experiment)
+        row: dict[str, Any] = {"experiment": experiment}
+        if data is None:
+            error = errors.get(experiment)
+            reason = error.tail[-1] if isinstance(error, DvcCommandError) and error.tail else str(error)
+            row.update(status="failed", **point, error=reason)
+        else:
+            params = _params_by_file(data)
+            row.update(status="done", **{key: _lookup(params, key) for key in point}, **_metrics(data))
+        rows.append(row)
+    columns = list(dict.fromkeys(column for row in rows for column in row))
+    return [{column: row.get(column) for column in columns} for row in rows]
+
+
+def _params_by_file(data: Mapping[str, Any]) -> dict[str, Any]:
+    return {file: (entry or {}).get("data") or {} for file, entry in (data.get("params") or {}).items()}
+
+
+def _lookup(params_by_file: Mapping[str, Any], key: str) -> Any:
+    """The value of an override key (`train.gamma` or `other.yaml:train.gamma`) in `dvc exp show` params."""
+    file, _, dotted = key.rpartition(":")
+    node: Any = params_by_file.get(file or PARAMS_FILE, {})
+    for part in dotted.split("."):
+        node = node.get(part) if isinstance(node, Mapping) else None
+    return node
+
+
+def _metrics(data: Mapping[str, Any]) -> dict[str, float]:
+    metrics: dict[str, float] = {}
+    for file, entry in (data.get("metrics") or {}).items():
+        for key, value in _flat_numbers((entry or {}).get("data") or {}).items():
+            metrics[f"{file}:{key}" if key in metrics else key] = value
+    return metrics
+
+
+def _flat_numbers(tree: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
+    flat: dict[str, float] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            flat.update(_flat_numbers(value, f"{prefix}{key}."))
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.sweep", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--grid",
+        metavar="KEY=[V1, V2, ...]",
+        type=parse_assignment,
+        action="append",
+        required=True,
+        help="a param and the values to try (YAML list; repeatable: the sweep is every combination)",
+    )
+    parser.add_argument(
+        "--stages", nargs="+", metavar="STAGE", help="run only these stages and their upstream"
+    )
+    parser.add_argument(
+        "--name", help="prefix of the experiment names (default: the Prefect flow run's name)"
+    )
+    parser.add_argument("-j", "--max-parallel", type=int, default=1, help="experiments at a time (default 1)")
+    parser.add_argument("--repo-dir", default=".", help="the DVC repository (default: the current directory)")
+    args = parser.parse_args(argv)
+    grid = {key: value if isinstance(value, list) else [value] for key, value in args.grid}
+    try:
+        rows = sweep_flow(
+            grid=grid,
+            repo_dir=args.repo_dir,
+            targets=args.stages,
+            name=args.name,
+            max_parallel=args.max_parallel,
+        )
+    except SweepError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    for row in rows:
+        print("  ".join(f"{key}={value}" for key, value in row.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""Selection between the fast and the reference formulation of the ops.
+
+Every op in :mod:`stylegan.ops` has two formulations that compute the same function:
+
+- ``"fast"`` (default): restructured for speed (cheaper FIR filtering, fused element-wise work).
+- ``"ref"``: the straightforward formulation (zero insertion + depthwise convolution for FIR
+  filtering, one tensor op per step for bias/activation), the same structure as NVIDIA's pure
+  PyTorch fallback. Tests use it as the independent check of the fast path and benchmarks as
+  their baseline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+IMPLS = ("fast", "ref")
+_current = "fast"
+
+
+def current_impl() -> str:
+    """The formulation ops use when called with ``impl=None``."""
+    return _current
+
+
+def resolve_impl(impl: str | None) -> str:
+    """Return ``impl`` validated, or the current default when it is ``None``."""
+    if impl is None:
+        return _current
+    if impl not in IMPLS:
+        raise ValueError(f"unknown ops implementation {impl!r}; expected one of {IMPLS}")
+    return impl
+
+
+@contextlib.contextmanager
+def use_impl(impl: str) -> Iterator[None]:
+    """Run the enclosed code with ``impl`` as the default formulation of every op."""
+    global _current
+    previous = _current
+    _current = resolve_impl(impl)
+    try:
+        yield
+    finally:
+        _current = previous

@@ -1,0 +1,94 @@
+"""Networks as safetensors files: weights plus what it takes to rebuild the module.
+
+The file's metadata holds the network's class (``module.QualName``) and its JSON ``init_kwargs``.
+Loading imports nothing but registered network classes of the ``stylegan`` package and never
+unpickles anything. Writes are atomic (temporary file in the same folder, then ``os.replace``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import TypeVar
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+FORMAT = "stylegan.network/1"
+_REGISTRY: dict[str, type[nn.Module]] = {}
+
+ModuleType = TypeVar("ModuleType", bound=type[nn.Module])
+
+
+def _class_key(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def register_network(cls: ModuleType) -> ModuleType:
+    """Class decorator: allow :func:`load_network` to rebuild ``cls`` (which must set ``init_kwargs``)."""
+    if not _class_key(cls).startswith("stylegan."):
+        raise ValueError(f"only classes of the stylegan package can be registered, got {_class_key(cls)}")
+    _REGISTRY[_class_key(cls)] = cls
+    return cls
+
+
+def save_network(path: str | os.PathLike[str], module: nn.Module) -> None:
+    """Write ``module``'s state dict and rebuild information to a safetensors file at ``path``."""
+    key = _class_key(type(module))
+    if key not in _REGISTRY:
+        raise ValueError(f"{key} is not a registered network class; known: {sorted(_REGISTRY)}")
+    tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    metadata = {"format": FORMAT, "class": key, "init_kwargs": json.dumps(module.init_kwargs)}
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_network_metadata(path: str | os.PathLike[str]) -> tuple[str, dict]:
+    """Return ``(class key, init_kwargs)`` of a network file without loading its weights."""
+    with safe_open(str(path), framework="pt") as f:
+        metadata = f.metadata() or {}
+    if metadata.get("format") != FORMAT:
+        raise ValueError(f"{path}: not a stylegan network file (metadata format={metadata.get('format')!r})")
+    try:
+        return metadata["class"], json.loads(metadata["init_kwargs"])
+    except (KeyError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: broken network metadata: {e!r}") from None
+
+
+def _resolve_class(key: str, path: str | os.PathLike[str]) -> type[nn.Module]:
+    module_name, _, _ = key.rpartition(".")
+    if key not in _REGISTRY and module_name.startswith("stylegan."):
+        try:  # registration happens when the defining module is imported
+            importlib.import_module(module_name)
+        except ImportError:
+            pass
+    if key not in _REGISTRY:
+        raise ValueError(f"{path}: unknown network class {key!r}; known: {sorted(_REGISTRY)}")
+    return _REGISTRY[key]
+
+
+def load_network(path: str | os.PathLike[str], device: torch.device | str = "cpu") -> nn.Module:
+    """Rebuild the network saved at ``path`` and load its weights; returned in eval mode on ``device``."""
+    key, init_kwargs = read_network_metadata(path)
+    module = _resolve_class(key, path)(**init_kwargs)
+    tensors = {}
+    with safe_open(str(path), framework="pt") as f:
+        for name in f.keys():
+            tensors[name] = f.get_tensor(name)
+    try:
+        module.load_state_dict(tensors)
+    except RuntimeError as e:
+        raise ValueError(f"{path}: weights do not fit {key}: {e}") from None
+    return module.to(device).eval()

@@ -1,0 +1,24 @@
+"""StyleGAN2-ADA training: configs, the training loop, checkpoints and multi-process helpers."""
+
+from stylegan.training.checkpoint import CheckpointError, CheckpointManager, load_checkpoint
+from stylegan.training.configs import PRESETS, TrainingConfig, build_networks, resolve_config, run_key
+from stylegan.training.distributed import DistributedContext, init_distributed, shutdown_distributed
+from stylegan.training.loop import TickReport, TrainingDiverged, TrainingSummary, train
+
+__all__ = [
+    "PRESETS",
+    "CheckpointError",
+    "CheckpointManager",
+    "DistributedContext",
+    "TickReport",
+    "TrainingConfig",
+    "TrainingDiverged",
+    "TrainingSummary",
+    "build_networks",
+    "init_distributed",
+    "load_checkpoint",
+    "resolve_config",
+    "run_key",
+    "shutdown_distributed",
+    "train",
+]

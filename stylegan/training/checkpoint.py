@@ -1,0 +1,162 @@
+"""Training checkpoints: plain tensors and primitives, written atomically, loaded without unpickling code.
+
+A checkpoint is a dict of state dicts, counters, random generator states and the config, saved with
+``torch.save`` and read back with ``torch.load(weights_only=True)``. Files are named by the number of
+images trained on, written to a temporary file that is flushed to disk and then renamed over the
+final name, so a crash (even ``kill -9``) leaves either the old set of checkpoints or the new one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+FORMAT = "stylegan.training-checkpoint/1"
+_NAME = re.compile(r"^checkpoint-(\d{12})\.pt$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be written or read."""
+
+
+def checkpoint_name(cur_nimg: int) -> str:
+    return f"checkpoint-{cur_nimg:012d}.pt"
+
+
+def first_non_finite(state_dicts: Mapping[str, Mapping[str, torch.Tensor]]) -> str | None:
+    """``"<net>.<tensor>"`` of the first floating tensor holding NaN or Inf, or None."""
+    for net, state in state_dicts.items():
+        for name, tensor in state.items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                return f"{net}.{name}"
+    return None
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary file in ``path``'s folder, fsync, then rename over ``path``."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # make the rename itself durable
+    finally:
+        os.close(dir_fd)
+
+
+def load_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a checkpoint onto the CPU; only tensors and primitives are accepted."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many types for damaged files
+        raise CheckpointError(f"{path}: cannot read checkpoint: {e}") from e
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a training checkpoint (expected format {FORMAT!r})")
+    return state
+
+
+class CheckpointManager:
+    """The checkpoints of one run in ``directory``: save, keep the newest ``keep``, find the latest."""
+
+    def __init__(self, directory: str | os.PathLike[str], keep: int = 3) -> None:
+        if keep < 1:
+            raise ValueError(f"keep must be >= 1, got {keep}")
+        self.directory = Path(directory)
+        self.keep = keep
+
+    def paths(self) -> list[Path]:
+        """Complete checkpoints, oldest first."""
+        if not self.directory.is_dir():
+            return []
+        found = [p for p in self.directory.iterdir() if _NAME.match(p.name)]
+        return sorted(found, key=lambda p: p.name)
+
+    def save(self, state: Mapping[str, Any], cur_nimg: int) -> Path:
+        """Write ``state`` as the checkpoint at ``cur_nimg`` images and drop the oldest beyond ``keep``.
+
+        Refuses (:class:`CheckpointError`) when a network holds a non-finite value, so the last
+        good checkpoint is never replaced by a diverged one.
+        """
+        bad = first_non_finite({k: state[k] for k in ("G", "D", "G_ema") if k in state})
+        if bad is not None:
+            raise CheckpointError(f"refusing to write a checkpoint with non-finite weights in {bad}")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / checkpoint_name(cur_nimg)
+        atomic_save({**state, "format": FORMAT}, path)
+        for old in self.paths()[: -self.keep]:
+            old.unlink(missing_ok=True)
+        return path
+
+    def load_latest(self) -> tuple[Path, dict[str, Any]] | None:
+        """The newest readable checkpoint, skipping (with a warning) any that cannot be read."""
+        self._remove_temporaries()
+        for path in reversed(self.paths()):
+            try:
+                return path, load_checkpoint(path)
+            except CheckpointError as e:
+                log.warning("skipping unreadable checkpoint: %s", e)
+        return None
+
+    def _remove_temporaries(self) -> None:
+        """Delete half-written files left by a process killed while saving."""
+        if self.directory.is_dir():
+            for leftover in self.directory.glob(".checkpoint-*.tmp"):
+                leftover.unlink(missing_ok=True)
+
+
+# --- random generator states -------------------------------------------------------------------------
+
+
+def capture_rng_state(device: torch.device) -> dict[str, Any]:
+    """This process's torch (CPU and ``device``), NumPy and Python generator states, as plain values."""
+    version, internal, gauss_next = random.getstate()
+    _, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
+        "python": {"version": version, "internal": torch.tensor(internal, dtype=torch.int64), "gauss_next": gauss_next},
+    }
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def restore_rng_state(state: Mapping[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    numpy_state = state["numpy"]
+    np.random.set_state(
+        (
+            "MT19937",
+            numpy_state["keys"].numpy().astype(np.uint32),
+            numpy_state["pos"],
+            numpy_state["has_gauss"],
+            numpy_state["cached_gaussian"],
+        )
+    )
+    python_state = state["python"]
+    random.setstate((python_state["version"], tuple(python_state["internal"].tolist()), python_state["gauss_next"]))
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)

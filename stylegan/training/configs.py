@@ -1,0 +1,284 @@
+"""Training configurations: the official ``--cfg`` presets of StyleGAN2-ADA and their overrides.
+
+:func:`resolve_config` turns a preset name, the data resolution, the number of GPUs and user
+overrides into a :class:`TrainingConfig`, as NVIDIA's ``train.py`` does: ``auto`` derives the batch,
+R1 gamma, EMA half-life and model width from the resolution and the GPU count; the paper presets fix
+them. :func:`run_key` names a run by what determines its result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from stylegan.augment import AUGPIPE_PRESETS
+from stylegan.networks_stylegan2 import Discriminator, Generator
+
+AUG_MODES = ("ada", "fixed", "noaug")
+D_ARCHITECTURES = ("orig", "skip", "resnet")
+
+
+@dataclass(frozen=True)
+class _Preset:
+    ref_gpus: int
+    kimg: float
+    batch: int
+    mbstd: int
+    fmaps: float
+    lr: float
+    gamma: float
+    ema_kimg: float
+    ema_rampup: float | None
+    mapping_layers: int
+
+
+# NVIDIA's train.py cfg_specs; 'auto' is filled in from the resolution and GPU count.
+PRESETS: dict[str, _Preset | None] = {
+    "auto": None,
+    "stylegan2": _Preset(8, 25000, 32, 4, 1.0, 0.002, 10.0, 10.0, None, 8),
+    "paper256": _Preset(8, 25000, 64, 8, 0.5, 0.0025, 1.0, 20.0, None, 8),
+    "paper512": _Preset(8, 25000, 64, 8, 1.0, 0.0025, 0.5, 20.0, None, 8),
+    "paper1024": _Preset(8, 25000, 32, 4, 1.0, 0.002, 2.0, 10.0, None, 8),
+    "cifar": _Preset(2, 100000, 64, 32, 1.0, 0.0025, 0.01, 500.0, 0.05, 2),
+}
+
+# Fields that schedule reporting and checkpoints but do not change the trained weights.
+BOOKKEEPING_FIELDS = ("kimg", "tick_kimg", "snapshot_kimg", "keep_checkpoints", "sample_seeds")
+
+# Short names accepted by resolve_config, as train.py's command line spells them.
+_ALIASES = {"map": "mapping_layers", "mbstd": "mbstd_group_size", "r1_gamma": "gamma"}
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Everything that defines a StyleGAN2-ADA training run (see :func:`resolve_config`)."""
+
+    cfg: str
+    resolution: int
+    gpus: int = 1
+    kimg: float = 25000
+    batch: int = 32
+    batch_gpu: int = 4  # images per forward/backward round on one process
+    # Networks.
+    z_dim: int = 512
+    w_dim: int = 512
+    mapping_layers: int = 8
+    channel_base: int = 32768
+    channel_max: int = 512
+    num_fp16_res: int = 4
+    conv_clamp: float | None = 256
+    d_architecture: str = "resnet"
+    mbstd_group_size: int = 4
+    mbstd_num_channels: int = 1
+    # Optimisation (Adam) and losses.
+    lr_g: float = 0.002
+    lr_d: float = 0.002
+    betas: tuple[float, float] = (0.0, 0.99)
+    eps: float = 1e-8
+    gamma: float = 10.0
+    r1_interval: int | None = 16
+    pl_weight: float = 2.0
+    pl_interval: int | None = 4
+    pl_batch_shrink: int = 2
+    pl_decay: float = 0.01
+    style_mixing_prob: float = 0.9
+    # Generator EMA.
+    ema_kimg: float = 10.0
+    ema_rampup: float | None = None
+    # Augmentation.
+    aug: str = "ada"
+    augpipe: str = "bgc"
+    aug_p: float = 0.0
+    ada_target: float = 0.6
+    ada_interval: int = 4
+    ada_kimg: float = 500
+    # Reporting and checkpoints.
+    tick_kimg: float = 4
+    snapshot_kimg: float = 200
+    keep_checkpoints: int = 3
+    sample_seeds: tuple[int, ...] = field(default_factory=lambda: tuple(range(16)))
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+        object.__setattr__(self, "sample_seeds", tuple(int(s) for s in self.sample_seeds))
+        _validate(self)
+
+    @property
+    def batch_per_gpu(self) -> int:
+        return self.batch // self.gpus
+
+    @property
+    def total_nimg(self) -> int:
+        return round(self.kimg * 1000)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able values (tuples as lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> TrainingConfig:
+        unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown training config keys: {', '.join(unknown)}")
+        return cls(**values)
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that determine the trained weights: what :func:`run_key` should hash.
+
+        The total length (``kimg``) is left out so that a longer run resumes from a shorter one's
+        checkpoints; tick, snapshot and sample settings only change what is reported and kept.
+        """
+        return {k: v for k, v in self.to_dict().items() if k not in BOOKKEEPING_FIELDS}
+
+
+def _check(condition: bool, key: str, value: Any, requirement: str) -> None:
+    if not condition:
+        raise ValueError(f"training config: {key}={value!r} {requirement}")
+
+
+def _validate(c: TrainingConfig) -> None:
+    _check(c.cfg in PRESETS, "cfg", c.cfg, f"is not a preset; choose one of {sorted(PRESETS)}")
+    _check(c.resolution >= 4 and c.resolution & (c.resolution - 1) == 0, "resolution", c.resolution,
+           "must be a power of two >= 4")  # fmt: skip
+    for key in ("gpus", "batch", "batch_gpu", "z_dim", "w_dim", "mapping_layers", "channel_base", "channel_max",
+                "mbstd_num_channels", "pl_batch_shrink", "ada_interval", "keep_checkpoints"):  # fmt: skip
+        _check(getattr(c, key) >= 1, key, getattr(c, key), "must be >= 1")
+    for key in ("kimg", "lr_g", "lr_d", "eps", "tick_kimg", "snapshot_kimg", "ada_kimg"):
+        _check(getattr(c, key) > 0, key, getattr(c, key), "must be > 0")
+    for key in ("num_fp16_res", "gamma", "pl_weight", "ema_kimg", "aug_p"):
+        _check(getattr(c, key) >= 0, key, getattr(c, key), "must be >= 0")
+    for key in ("r1_interval", "pl_interval"):
+        value = getattr(c, key)
+        _check(value is None or value >= 0, key, value, "must be >= 0 or None (no lazy regularisation)")
+    _check(c.ema_rampup is None or c.ema_rampup >= 0, "ema_rampup", c.ema_rampup, "must be >= 0 or None")
+    _check(c.conv_clamp is None or c.conv_clamp > 0, "conv_clamp", c.conv_clamp, "must be > 0 or None")
+    _check(0 <= c.style_mixing_prob <= 1, "style_mixing_prob", c.style_mixing_prob, "must be in [0, 1]")
+    _check(0 <= c.pl_decay <= 1, "pl_decay", c.pl_decay, "must be in [0, 1]")
+    _check(0 < c.ada_target < 1, "ada_target", c.ada_target, "must be in (0, 1)")
+    _check(len(c.betas) == 2 and all(0 <= b < 1 for b in c.betas), "betas", c.betas, "must be two values in [0, 1)")
+    _check(c.aug in AUG_MODES, "aug", c.aug, f"must be one of {AUG_MODES}")
+    _check(c.augpipe in AUGPIPE_PRESETS, "augpipe", c.augpipe, f"must be one of {sorted(AUGPIPE_PRESETS)}")
+    _check(c.d_architecture in D_ARCHITECTURES, "d_architecture", c.d_architecture, f"must be one of {D_ARCHITECTURES}")
+    _check(c.batch % c.gpus == 0, "batch", c.batch, f"must be divisible by gpus={c.gpus}")
+    _check(c.batch_per_gpu % c.batch_gpu == 0, "batch_gpu", c.batch_gpu,
+           f"must divide the per-GPU batch {c.batch_per_gpu} (batch={c.batch} / gpus={c.gpus})")  # fmt: skip
+    group = min(c.mbstd_group_size, c.batch_gpu)
+    _check(c.batch_gpu % group == 0, "mbstd_group_size", c.mbstd_group_size,
+           f"must divide batch_gpu={c.batch_gpu} (the discriminator's minibatch-stddev groups)")  # fmt: skip
+    _check(len(c.sample_seeds) > 0, "sample_seeds", c.sample_seeds, "must not be empty")
+
+
+def resolve_config(
+    cfg_name: str, resolution: int, gpus: int = 1, overrides: Mapping[str, Any] | None = None
+) -> TrainingConfig:
+    """Build the config of preset ``cfg_name`` for ``resolution`` px data on ``gpus`` GPUs.
+
+    ``overrides`` win over the preset. Keys are :class:`TrainingConfig` field names, plus ``lr`` (both
+    learning rates), ``fmaps`` (``channel_base = fmaps * 32768``), ``map``, ``mbstd`` and ``r1_gamma``;
+    a ``None`` value keeps the preset's. Overriding ``batch`` without ``batch_gpu`` gives one round per
+    GPU (``batch_gpu = batch // gpus``), as ``train.py --batch``.
+    """
+    if cfg_name not in PRESETS:
+        raise ValueError(f"unknown cfg {cfg_name!r}; choose one of {sorted(PRESETS)}")
+    if gpus < 1:
+        raise ValueError(f"gpus must be >= 1, got {gpus}")
+    preset = PRESETS[cfg_name] or _auto_preset(resolution, gpus)
+    values: dict[str, Any] = dict(
+        cfg=cfg_name,
+        resolution=resolution,
+        gpus=gpus,
+        kimg=preset.kimg,
+        batch=preset.batch,
+        batch_gpu=max(preset.batch // preset.ref_gpus, 1),
+        mapping_layers=preset.mapping_layers,
+        channel_base=int(preset.fmaps * 32768),
+        mbstd_group_size=preset.mbstd,
+        lr_g=preset.lr,
+        lr_d=preset.lr,
+        gamma=preset.gamma,
+        ema_kimg=preset.ema_kimg,
+        ema_rampup=preset.ema_rampup,
+    )
+    if cfg_name == "cifar":  # no path length regularisation, no mixing, no residual D
+        values.update(pl_weight=0.0, style_mixing_prob=0.0, d_architecture="orig")
+
+    field_names = {f.name for f in dataclasses.fields(TrainingConfig)}
+    given = {_ALIASES.get(k, k): v for k, v in (overrides or {}).items() if v is not None}
+    for key in ("cfg", "resolution", "gpus"):
+        if key in given:
+            raise ValueError(f"override {key!r} is an argument of resolve_config, not an override")
+    if "lr" in given:
+        lr = given.pop("lr")
+        given.setdefault("lr_g", lr)
+        given.setdefault("lr_d", lr)
+    if "fmaps" in given:
+        given.setdefault("channel_base", int(given.pop("fmaps") * 32768))
+    unknown = sorted(set(given) - field_names)
+    if unknown:
+        raise ValueError(f"unknown training overrides: {', '.join(unknown)}")
+    if "batch" in given and "batch_gpu" not in given:
+        given["batch_gpu"] = given["batch"] // gpus
+    values.update(given)
+    return TrainingConfig(**values)
+
+
+def _auto_preset(resolution: int, gpus: int) -> _Preset:
+    """train.py's ``auto``: fill the GPUs up to 64 images, 4-image mbstd groups, gamma ~ res^2 / batch."""
+    batch = max(min(gpus * min(4096 // resolution, 32), 64), gpus)
+    return _Preset(
+        ref_gpus=gpus,
+        kimg=25000,
+        batch=batch,
+        mbstd=min(batch // gpus, 4),
+        fmaps=1.0 if resolution >= 512 else 0.5,
+        lr=0.002 if resolution >= 1024 else 0.0025,
+        gamma=0.0002 * resolution**2 / batch,
+        ema_kimg=batch * 10 / 32,
+        ema_rampup=0.05,
+        mapping_layers=2,
+    )
+
+
+def build_networks(config: TrainingConfig, *, img_channels: int, c_dim: int) -> tuple[nn.Module, nn.Module]:
+    """A fresh generator and discriminator as ``config`` describes them."""
+    shared = dict(
+        channel_base=config.channel_base,
+        channel_max=config.channel_max,
+        num_fp16_res=config.num_fp16_res,
+        conv_clamp=config.conv_clamp,
+    )
+    G = Generator(
+        z_dim=config.z_dim,
+        c_dim=c_dim,
+        w_dim=config.w_dim,
+        img_resolution=config.resolution,
+        img_channels=img_channels,
+        mapping_kwargs={"num_layers": config.mapping_layers},
+        synthesis_kwargs=shared,
+    )
+    D = Discriminator(
+        c_dim=c_dim,
+        img_resolution=config.resolution,
+        img_channels=img_channels,
+        architecture=config.d_architecture,
+        epilogue_kwargs={
+            "mbstd_group_size": config.mbstd_group_size,
+            "mbstd_num_channels": config.mbstd_num_channels,
+        },
+        **shared,
+    )
+    return G, D
+
+
+def run_key(config_dict: Mapping[str, Any], dataset_fingerprint: str) -> str:
+    """A short stable name for a run: the hash of its config (use :meth:`TrainingConfig.identity`) and
+    of its data (e.g. the shard index checksum). Same inputs, same key, same checkpoint folder."""
+    payload = json.dumps({"config": config_dict, "dataset": dataset_fingerprint}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]

@@ -1,0 +1,124 @@
+"""Shared fixtures: settings that keep tests offline and quiet, Prefect's test server, a small DVC repo."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+# Before anything imports Prefect, MLflow or DVC: no telemetry (the machines running tests are offline),
+# and time for Prefect's temporary server to start on a busy CI machine.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "60")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "true")
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """A temporary Prefect server and database for the session; flows and artifacts go there."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=60):
+        yield
+
+
+# A three-stage pipeline, declared out of order (c, b, a) so that running it in order proves the DAG was
+# computed: a writes data/a.txt from a param, b multiplies it, c summarises it into metrics, a report and
+# an MLflow run file. Every run of a stage appends its name to runs.log, outside the outputs.
+_STAGE_SCRIPTS = {
+    "a.py": """
+        import os, pathlib, sys, yaml
+        params = yaml.safe_load(open("params.yaml"))["a"]
+        runs = pathlib.Path(os.environ["DVC_ROOT"], "runs.log")
+        attempts = runs.read_text().split().count("a") if runs.exists() else 0
+        with runs.open("a") as log:
+            log.write("a\\n")
+        if attempts < params["flaky_failures"]:
+            sys.exit(f"a: simulated outage on attempt {attempts + 1}")
+        pathlib.Path("data").mkdir(exist_ok=True)
+        pathlib.Path("data/a.txt").write_text(str(params["value"]))
+        print("a: wrote", params["value"], "note", repr(params["note"]))
+    """,
+    "b.py": """
+        import os, pathlib, yaml
+        factor = yaml.safe_load(open("params.yaml"))["b"]["factor"]
+        with open(os.path.join(os.environ["DVC_ROOT"], "runs.log"), "a") as log:
+            log.write("b\\n")
+        value = int(pathlib.Path("data/a.txt").read_text()) * int(factor)
+        pathlib.Path("b.txt").write_text(str(value))
+    """,
+    "c.py": """
+        import json, os, pathlib
+        with open(os.path.join(os.environ["DVC_ROOT"], "runs.log"), "a") as log:
+            log.write("c\\n")
+        value = int(pathlib.Path("b.txt").read_text())
+        pathlib.Path("metrics.json").write_text(json.dumps({"result": value, "half": {"value": value / 2}}))
+        pathlib.Path("models").mkdir(exist_ok=True)
+        run = {"run_id": "r1", "experiment_id": "7", "tracking_uri": "http://mlflow.example:5000"}
+        pathlib.Path("models/mlflow_run.json").write_text(json.dumps(run))
+        pathlib.Path("reports").mkdir(exist_ok=True)
+        pathlib.Path("reports/index.html").write_text(f"<p>{value}</p>")
+    """,
+}
+_PARAMS = """
+    a:
+      value: 3
+      note: plain
+      flaky_failures: 0
+    b:
+      factor: 2
+"""
+
+
+def _dvc_yaml() -> str:
+    python = shlex.quote(sys.executable)
+    return f"""
+        stages:
+          c:
+            cmd: {python} c.py
+            deps: [c.py, b.txt]
+            outs: [models/mlflow_run.json, reports]
+            metrics:
+              - metrics.json:
+                  cache: false
+          b:
+            cmd: {python} b.py
+            deps: [b.py, data/a.txt]
+            params: [b]
+            outs: [b.txt]
+          a:
+            cmd: {python} a.py
+            deps: [a.py]
+            params: [a]
+            outs: [data]
+    """
+
+
+def run_checked(*command: str, cwd: Path) -> str:
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True)
+    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout}\n{result.stderr}"
+    return result.stdout
+
+
+@pytest.fixture
+def dvc_repo(tmp_path: Path) -> Path:
+    """A git + DVC repo holding the three-stage pipeline above, committed, nothing run yet."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    files = {**_STAGE_SCRIPTS, "params.yaml": _PARAMS, "dvc.yaml": _dvc_yaml(), ".gitignore": "runs.log\n"}
+    for name, text in files.items():
+        (repo / name).write_text(textwrap.dedent(text).lstrip())
+    run_checked("git", "init", "-q", cwd=repo)
+    run_checked("git", "config", "user.name", "Pipeline Tests", cwd=repo)
+    run_checked("git", "config", "user.email", "tests@example.invalid", cwd=repo)
+    run_checked(sys.executable, "-m", "dvc", "init", "-q", cwd=repo)
+    run_checked("git", "add", "-A", cwd=repo)
+    run_checked("git", "commit", "-q", "-m", "pipeline", cwd=repo)
+    return repo
