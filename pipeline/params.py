@@ -88,6 +88,7 @@ class AlignParams(Section):
 class PrepareParams(Section):
     resolution: int = 32
     filter: ResizeFilter = "lanczos"
+    crop: Literal["center", "pad"] = "center"  # how a non-square image becomes square
     shard_size: PositiveInt = 1000
     workers: PositiveInt | None = None
 

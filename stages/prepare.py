@@ -20,6 +20,7 @@ def main(params: Params) -> None:
         SHARDS_DIR,
         resolution=p.resolution,
         filter=p.filter,
+        crop=p.crop,
         shard_size=p.shard_size,
         workers=p.workers,
     )
