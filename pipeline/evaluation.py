@@ -20,10 +20,11 @@ from safetensors.torch import load_file, save_file
 
 from pipeline.params import Params
 from pipeline.tracking import reopen_run
-from pipeline.training import dataset_fingerprint, resolve_device
+from pipeline.training import dataset_fingerprint
 from stylegan.dataset import ShardDataset
 from stylegan.metrics import compute_metrics, w_average
 from stylegan.serialization import load_network
+from stylegan.training.distributed import resolve_device
 
 log = logging.getLogger(__name__)
 

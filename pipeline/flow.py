@@ -43,7 +43,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from pipeline.dvc_graph import load_pipeline
+from pipeline.dvc_graph import DvcGraphError, load_pipeline
 from pipeline.tracking import RUN_INFO_FILE, RunInfo
 
 REPORT_FILE = "reports/index.html"
@@ -366,7 +366,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary = pipeline_flow(
             repo_dir=args.repo_dir, overrides=dict(args.overrides), targets=args.stages, exp_name=args.name
         )
-    except DvcCommandError as exc:
+    except (DvcCommandError, DvcGraphError) as exc:
         print(exc, file=sys.stderr)
         return 1
     print(summary)

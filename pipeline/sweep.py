@@ -10,8 +10,10 @@ detached from the command that starts them: their logs reach the flow only by po
 entry (stale ones too) and exits 0 when experiments failed (DVC 3.67). Experiments run with `--temp`
 each in their own copy of the repo and hold DVC's repo lock only to stash and to collect, so several
 can run side by side, each with its own logs, retries and state in Prefect. `max_parallel` defaults to
-1: on one GPU, experiments would only share it. To fan out across machines, start several flow runs
-of the deployment on a work pool with several workers (see `prefect.yaml`).
+1: on one GPU, experiments would only share it. With more, point MLFLOW_TRACKING_URI at a tracking
+server rather than the default SQLite file, which serialises concurrent writers. To fan out across
+machines, start several flow runs of the deployment on a work pool with several workers
+(see `prefect.yaml`).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 
-from pipeline.dvc_graph import load_pipeline
+from pipeline.dvc_graph import DvcGraphError, load_pipeline
 from pipeline.flow import DvcCommandError, PipelineSummary, dvc_command, parse_assignment, run_experiment
 
 PARAMS_FILE = "params.yaml"
@@ -194,7 +196,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             name=args.name,
             max_parallel=args.max_parallel,
         )
-    except SweepError as exc:
+    except (SweepError, DvcCommandError, DvcGraphError, ValueError) as exc:
         print(exc, file=sys.stderr)
         return 1
     for row in rows:

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import numpy as np
 import yaml
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.entities import Metric, Param, Run, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_NOT_EXIST, ErrorCode
 from mlflow.utils.time import get_current_time_millis
@@ -41,6 +41,9 @@ EVAL_METRICS_FILE = "metrics/eval.json"
 # MLflow's limits on one log_batch request.
 _MAX_PARAMS_PER_BATCH = 100
 _MAX_METRICS_PER_BATCH = 1000
+
+# Git pathspecs: the whole work tree but for the files DVC writes while running stages.
+_NOT_DIRTYING = (":(top)", ":(top,exclude)dvc.lock", ":(top,exclude,glob)**/.gitignore")
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -253,7 +256,7 @@ def _terminate_on_exit(run: PipelineRun) -> Iterator[None]:
         run.client.set_terminated(run.info.run_id, status=RunStatus.to_string(status))
 
 
-def _resumable_run(client: MlflowClient, run_id: str | None):
+def _resumable_run(client: MlflowClient, run_id: str | None) -> Run | None:
     if run_id is None:
         return None
     try:
@@ -286,7 +289,9 @@ def _git_tags(repo: Path) -> dict[str, str]:
     commit = _git(repo, "rev-parse", "HEAD")
     if commit is None:
         return {}
-    status = _git(repo, "status", "--porcelain") or ""
+    # Dirty means code or params differ from the commit; the files DVC itself rewrites do not count
+    # (dvc.lock is tagged stage by stage).
+    status = _git(repo, "status", "--porcelain", "--", *_NOT_DIRTYING) or ""
     return {"mlflow.source.git.commit": commit, "git.dirty": "true" if status else "false"}
 
 

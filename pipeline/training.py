@@ -13,17 +13,26 @@ import hashlib
 import json
 import logging
 import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from pipeline.params import Params
 from pipeline.tracking import PipelineRun, start_run
 from stylegan.dataset import ShardDataset
 from stylegan.serialization import save_network
-from stylegan.training import TickReport, TrainingConfig, resolve_config, run_key, train
+from stylegan.training import (
+    DistributedContext,
+    TickReport,
+    TrainingConfig,
+    init_distributed,
+    resolve_config,
+    run_key,
+    shutdown_distributed,
+    train,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +76,20 @@ def checkpoint_dir(params: Params, config: TrainingConfig, shards_dir: Path) -> 
     return root / run_key(config.identity(), dataset_fingerprint(shards_dir))
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is 'cuda' but torch sees no CUDA device")
-    return torch.device(name)
+def torchrun_command(gpus: int, argv: list[str]) -> list[str]:
+    """`argv` (this stage's own command line) started on `gpus` processes by torchrun. Several machines
+    join through torchrun's rendezvous when NNODES, NODE_RANK, MASTER_ADDR and MASTER_PORT are set."""
+    command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={gpus}"]
+    if "NNODES" in os.environ:
+        command += [
+            f"--nnodes={os.environ['NNODES']}",
+            f"--node_rank={os.environ.get('NODE_RANK', '0')}",
+            f"--master_addr={os.environ['MASTER_ADDR']}",
+            f"--master_port={os.environ.get('MASTER_PORT', '29500')}",
+        ]
+    else:
+        command.append("--standalone")
+    return command + argv
 
 
 class CurveWriter:
@@ -109,13 +126,39 @@ def _on_tick(run: PipelineRun, curves: CurveWriter):
 
 
 def run_training(params: Params, shards_dir: Path, outputs: TrainOutputs = TrainOutputs()) -> dict[str, Any]:
-    """Train (or resume) on the shards, log to MLflow, and write the stage's outputs."""
+    """Train (or resume) on the shards, log to MLflow, and write the stage's outputs.
+
+    With ``train.gpus > 1`` the calling command is started again under torchrun; each process then
+    trains its share of every batch, and rank 0 alone logs and writes."""
+    t = params.train
+    if t.gpus > 1 and "LOCAL_RANK" not in os.environ:
+        subprocess.run(torchrun_command(t.gpus, sys.argv), check=True)
+        return json.loads(outputs.metrics.read_text())
+    ctx = init_distributed(t.device)
+    try:
+        return _train_here(params, shards_dir, outputs, ctx)
+    finally:
+        shutdown_distributed()
+
+
+def _train_here(
+    params: Params, shards_dir: Path, outputs: TrainOutputs, ctx: DistributedContext
+) -> dict[str, Any]:
     t = params.train
     dataset = ShardDataset(
-        shards_dir, seed=t.seed, xflip=t.mirror, use_labels=params.model.conditional, infinite=True
+        shards_dir,
+        seed=t.seed,
+        xflip=t.mirror,
+        use_labels=params.model.conditional,
+        infinite=True,
+        rank=ctx.rank,
+        world_size=ctx.world_size,
     )
     config = training_config(params, dataset.resolution)
     run_dir = checkpoint_dir(params, config, shards_dir)
+    if not ctx.is_main:
+        summary = train(config, dataset, run_dir, num_workers=t.workers, distributed=ctx)
+        return {"kimg": summary.cur_nimg / 1000, "rank": ctx.rank}
     run_dir.mkdir(parents=True, exist_ok=True)
     log.info("checkpoints for resume: %s", run_dir)
     curves = CurveWriter(run_dir / "curves.tsv")
@@ -128,9 +171,9 @@ def run_training(params: Params, shards_dir: Path, outputs: TrainOutputs = Train
             config,
             dataset,
             run_dir,
-            device=resolve_device(t.device),
             progress_callback=_on_tick(run, curves),
             num_workers=t.workers,
+            distributed=ctx,
         )
         for path in (outputs.generator, outputs.curves, outputs.metrics):
             path.parent.mkdir(parents=True, exist_ok=True)

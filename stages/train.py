@@ -12,7 +12,7 @@ SHARDS_DIR = Path("data/shards")
 
 def main(params: Params) -> None:
     final = run_training(params, SHARDS_DIR)
-    logging.info("trained to %.1f kimg: %s", final["kimg"], final)
+    logging.info("trained to %g kimg: %s", final["kimg"], final)
 
 
 if __name__ == "__main__":

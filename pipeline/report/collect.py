@@ -20,7 +20,8 @@ from pipeline.report.render import render_report
 from pipeline.report.tables import params_diff
 from pipeline.stage import read_timings
 from pipeline.tracking import RunInfo, reopen_run
-from pipeline.training import TrainOutputs, resolve_device
+from pipeline.training import TrainOutputs
+from stylegan.training.distributed import resolve_device
 
 log = logging.getLogger(__name__)
 
