@@ -9,7 +9,6 @@ workers.
 
 from __future__ import annotations
 
-import json
 import logging
 import multiprocessing
 import os
@@ -27,6 +26,7 @@ from tqdm import tqdm
 
 from pipeline.align import align_ffhq, face_size
 from pipeline.faces import detect_landmarks, load_models
+from pipeline.files import write_jsonl
 from pipeline.images import RESIZE_FILTERS, BadImageError, load_pil_rgb, resize_square
 
 log = logging.getLogger(__name__)
@@ -236,14 +236,6 @@ def _indexed(work: Callable[[_Task], _Outcome], item: tuple[int, _Task]) -> tupl
     return index, work(task)
 
 
-def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
-    os.replace(tmp, path)
-
-
 def align_folder(
     raw_dir: str | os.PathLike[str],
     raw_manifest_rows: Sequence[Mapping[str, Any]],
@@ -302,8 +294,8 @@ def align_folder(
             skipped.append({"file": task.source, "reason": outcome.skip_reason})
         for face_index, file in outcome.faces:
             manifest.append({"file": file, "source": task.source, "label": label, "face_index": face_index})
-    _write_jsonl(out_dir / MANIFEST_FILE, manifest)
-    _write_jsonl(out_dir / SKIPPED_FILE, skipped)
+    write_jsonl(out_dir / MANIFEST_FILE, manifest)
+    write_jsonl(out_dir / SKIPPED_FILE, skipped)
     summary = AlignSummary(
         images=len(tasks),
         outputs=len(manifest),

@@ -156,8 +156,15 @@ class WAvgParams(Section):
 
 
 MetricName = Literal[
-    "fid50k_full", "kid50k_full", "pr50k3_full", "pr_inception", "ppl2_wend", "ppl_zfull", "ppl_wfull",
-    "ppl_zend", "is50k",
+    "fid50k_full",
+    "kid50k_full",
+    "pr50k3_full",
+    "pr_inception",
+    "ppl2_wend",
+    "ppl_zfull",
+    "ppl_wfull",
+    "ppl_zend",
+    "is50k",
 ]
 
 

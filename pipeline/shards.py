@@ -17,7 +17,6 @@ any number of workers.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -26,7 +25,7 @@ import multiprocessing
 import os
 import tarfile
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path, PurePosixPath
@@ -37,6 +36,7 @@ import PIL.Image
 import PIL.ImageOps
 from tqdm import tqdm
 
+from pipeline.files import atomic_write_json, file_digest, write_jsonl
 from pipeline.images import RESIZE_FILTERS, BadImageError, load_pil_rgb, resize_square
 
 __all__ = [
@@ -147,7 +147,7 @@ class ShardWriter:
         self._tar.close()
         path = self._shard_path()
         os.replace(self._temporary_path(), path)
-        self.shards.append(ShardInfo(path.name, self._in_shard, _sha256(path), path.stat().st_size))
+        self.shards.append(ShardInfo(path.name, self._in_shard, file_digest(path), path.stat().st_size))
         self._tar = None
 
 
@@ -221,7 +221,7 @@ def prepare_shards(
                 histogram[label] += 1
         shards = writer.close()
 
-    _write_jsonl(out_dir / SKIPPED_FILE, skipped)
+    write_jsonl(out_dir / SKIPPED_FILE, skipped)
     if moments.count == 0:
         raise ValueError(
             f"no usable image among the {len(files)} listed; reasons in {out_dir / SKIPPED_FILE}"
@@ -229,10 +229,10 @@ def prepare_shards(
     label_counts = histogram.tolist() if labels else None
     mean, std = moments.mean_std()
     stats = {"count": moments.count, "mean": mean, "std": std, "label_histogram": label_counts}
-    _write_json(out_dir / STATS_FILE, stats)
+    atomic_write_json(out_dir / STATS_FILE, stats)
     settings = {"resolution": resolution, "filter": filter, "crop": crop, "shard_size": shard_size}
     index = _index(settings, moments.count, shards, num_classes, label_counts)
-    _write_json(out_dir / INDEX_FILE, index)  # last: its presence marks a complete output
+    atomic_write_json(out_dir / INDEX_FILE, index)  # last: its presence marks a complete output
 
     summary = PrepareSummary(
         count=moments.count,
@@ -394,25 +394,3 @@ def _check_rows(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[int]
 def _reason_kind(reason: str) -> str:
     """The reason without its details in parentheses, to count skips by kind."""
     return reason.split(" (", 1)[0]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _write_json(path: Path, value: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _write_jsonl(path: Path, rows: Iterable[Mapping[str, Any]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
-    os.replace(tmp, path)

@@ -31,7 +31,6 @@ import PIL.Image
 import PIL.ImageDraw
 from tqdm import tqdm
 
-from pipeline.download.files import atomic_write_bytes
 from pipeline.download.manifest import (
     IMAGES_DIR,
     begin_output,
@@ -40,6 +39,7 @@ from pipeline.download.manifest import (
     write_labels,
     write_manifest,
 )
+from pipeline.files import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 

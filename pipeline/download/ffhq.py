@@ -28,7 +28,6 @@ import numpy as np
 import PIL.Image
 
 from pipeline.download.batch import FileSpec, download_files
-from pipeline.download.files import atomic_write_json, default_cache_dir
 from pipeline.download.http import ChecksumError, DownloadError, QuotaExceededError
 from pipeline.download.manifest import (
     IMAGES_DIR,
@@ -39,6 +38,7 @@ from pipeline.download.manifest import (
     summary,
     write_manifest,
 )
+from pipeline.files import atomic_write_json, default_cache_dir
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,6 @@ import scipy.io
 from tqdm import tqdm
 
 from pipeline.download.batch import FileSpec, download_files
-from pipeline.download.files import default_cache_dir
 from pipeline.download.http import DownloadError
 from pipeline.download.manifest import (
     IMAGES_DIR,
@@ -34,6 +33,7 @@ from pipeline.download.manifest import (
     write_labels,
     write_manifest,
 )
+from pipeline.files import default_cache_dir
 
 log = logging.getLogger(__name__)
 

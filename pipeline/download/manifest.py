@@ -9,7 +9,6 @@ source-specific keys. ``labels.json`` maps each class index (as a string, JSON k
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -19,7 +18,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from pipeline.download.files import atomic_write_bytes, atomic_write_json, file_digest
+from pipeline.files import atomic_write_json, file_digest, read_jsonl, write_jsonl
 
 IMAGES_DIR = "images"
 MANIFEST_FILE = "manifest.jsonl"
@@ -59,14 +58,12 @@ def begin_output(out_dir: Path) -> None:
 
 def write_manifest(out_dir: Path, rows: Iterable[ManifestRow]) -> Path:
     path = out_dir / MANIFEST_FILE
-    atomic_write_bytes(path, "".join(json.dumps(row) + "\n" for row in rows).encode())
+    write_jsonl(path, rows)
     return path
 
 
 def read_manifest(out_dir: str | os.PathLike[str]) -> list[ManifestRow]:
-    path = Path(out_dir) / MANIFEST_FILE
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return read_jsonl(Path(out_dir) / MANIFEST_FILE)
 
 
 def write_labels(

@@ -7,7 +7,6 @@ raise an error naming the file.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tempfile
@@ -19,6 +18,7 @@ from typing import Any
 import jinja2
 import PIL.Image
 
+from pipeline.files import file_digest
 from pipeline.params import ReportParams
 from stylegan.generate import Generator
 
@@ -48,14 +48,6 @@ def _page_image(file: Path, root: Path, title: str, caption: str = "", scale: in
         width, height = image.size
     src = file.relative_to(root).as_posix()
     return PageImage(src, width * scale, height * scale, title, caption, pixelated=scale > 1)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _present(path: str | Path | None) -> Path | None:
@@ -98,7 +90,7 @@ def _generator_section(
     return {
         "missing": None,
         "file": str(generator_path),
-        "sha256": _sha256(network),
+        "sha256": file_digest(network),
         "w_avg": str(w_avg_path) if w_avg else None,
         "w_avg_note": w_avg_note,
         "shape": {
