@@ -18,6 +18,7 @@ weights; speed does not depend on the weight values. ``--npz`` loads a network f
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import statistics
 import time
@@ -127,7 +128,9 @@ def main() -> None:
     impls = ("ref", "fast")
     print(
         f"device={device} threads={torch.get_num_threads()} batch={args.batch} "
-        f"num_fp16_res={args.num_fp16_res} channels_last={args.channels_last}"
+        f"num_fp16_res={args.num_fp16_res} channels_last={args.channels_last} "
+        f"load average={os.getloadavg()[0]:.1f} (CPU timings are unreliable when other processes keep "
+        f"the cores busy: multi-threaded ops then wait on descheduled threads)"
     )
     results: dict[str, dict[str, float]] = {}
     cuda_peak: dict[tuple[str, str], int] = {}

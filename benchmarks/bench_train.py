@@ -1,7 +1,9 @@
 """Training throughput and peak memory of the StyleGAN2-ADA loop, against baselines in the same process.
 
-Every variant runs the real :func:`stylegan.training.train` on random images; the first tick (start-up,
-first-call kernel selection) is discarded and the rest averaged. Variants:
+Every variant runs the real :func:`stylegan.training.train` on random images. Ticks are 16 minibatches,
+one R1 interval, so each timed tick carries its share of the lazy regularisation; the first tick
+(one minibatch of start-up) is discarded. With ``--repeats`` the variants run in turns and the median
+is reported, which evens out a busy machine. Variants:
 
 * ``full``: lazy R1 (every 16 minibatches) and path length (every 4), ADA ``bgc`` at p = 0.2;
 * ``no-reg``: no R1 and no path length regularisation: the cost of the regularisers;
@@ -12,7 +14,7 @@ Peak memory is ``torch.cuda.max_memory_allocated`` per variant on CUDA; on the C
 peak RSS so far, which only grows from one variant to the next.
 
     python benchmarks/bench_train.py                       # CPU-sized defaults
-    python benchmarks/bench_train.py --resolution 256 --batch 32 --cfg paper256 --kimg 2   # a GPU
+    python benchmarks/bench_train.py --cfg paper256 --resolution 256 --batch 64 --full-size --ticks 4  # GPU
 """
 
 from __future__ import annotations
@@ -35,11 +37,15 @@ VARIANTS = {
 }
 
 
+MINIBATCHES_PER_TICK = 16
+
+
 def run_variant(args: argparse.Namespace, name: str, run_dir: Path) -> dict[str, float]:
+    tick_kimg = args.batch * MINIBATCHES_PER_TICK / 1000
     overrides = {
         "batch": args.batch,
-        "kimg": args.kimg,
-        "tick_kimg": args.kimg / (args.ticks + 1),
+        "kimg": args.batch / 1000 + args.ticks * tick_kimg,
+        "tick_kimg": tick_kimg,
         "snapshot_kimg": 1e9,  # only the final checkpoint
         "aug": "fixed",
         "aug_p": 0.2,
@@ -48,7 +54,9 @@ def run_variant(args: argparse.Namespace, name: str, run_dir: Path) -> dict[str,
         **VARIANTS[name],
     }
     config = resolve_config(args.cfg, args.resolution, 1, overrides)
-    images = torch.randint(0, 256, [max(args.batch * 4, 64), 3, args.resolution, args.resolution], dtype=torch.uint8)
+    images = torch.randint(
+        0, 256, [max(args.batch * 4, 64), 3, args.resolution, args.resolution], dtype=torch.uint8
+    )
     reports: list[TickReport] = []
     train(config, TensorImageDataset(images), run_dir, device=args.device, progress_callback=reports.append,
           num_workers=0)  # fmt: skip
@@ -57,7 +65,6 @@ def run_variant(args: argparse.Namespace, name: str, run_dir: Path) -> dict[str,
         "img_per_sec": statistics.fmean(m["img_per_sec"] for m in timed),
         "sec_per_kimg": statistics.fmean(m["sec_per_kimg"] for m in timed),
         "peak_mem_mb": max(m["peak_mem_mb"] for m in timed),
-        "ticks": len(timed),
     }
 
 
@@ -65,21 +72,34 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cfg", default="auto")
     parser.add_argument("--resolution", type=int, default=32)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--kimg", type=float, default=0.4, help="images per variant, in thousands")
-    parser.add_argument("--ticks", type=int, default=4, help="timed ticks per variant")
-    parser.add_argument("--channel-base", type=int, default=2048)
-    parser.add_argument("--channel-max", type=int, default=128)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument(
+        "--ticks", type=int, default=2, help=f"timed ticks of {MINIBATCHES_PER_TICK} minibatches"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="runs per variant, in turns; the median counts"
+    )
+    parser.add_argument("--channel-base", type=int, default=1024)
+    parser.add_argument("--channel-max", type=int, default=64)
     parser.add_argument("--full-size", action="store_true", help="use the preset's channel counts")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
-    results = {}
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in args.variants}
     with tempfile.TemporaryDirectory() as tmp:
-        for name in args.variants:
-            results[name] = run_variant(args, name, Path(tmp) / name)
-            print(f"{name:>10}: {results[name]['img_per_sec']:8.1f} img/s", flush=True)
+        for repeat in range(args.repeats):
+            for name in args.variants:
+                runs[name].append(run_variant(args, name, Path(tmp) / f"{name}-{repeat}"))
+                print(f"{name:>10} run {repeat}: {runs[name][-1]['img_per_sec']:8.2f} img/s", flush=True)
+    results = {
+        name: {key: statistics.median(r[key] for r in rs) for key in ("img_per_sec", "sec_per_kimg")}
+        | {"peak_mem_mb": max(r["peak_mem_mb"] for r in rs)}
+        for name, rs in runs.items()
+    }
 
     base = results[args.variants[0]]
     device = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
@@ -88,7 +108,8 @@ def main() -> None:
     print(f"{'variant':>10} {'img/s':>9} {'vs ' + args.variants[0]:>9} {'s/kimg':>9} {'peak MiB':>9}")
     for name, r in results.items():
         ratio = r["img_per_sec"] / base["img_per_sec"]
-        print(f"{name:>10} {r['img_per_sec']:9.1f} {ratio:9.2f} {r['sec_per_kimg']:9.2f} {r['peak_mem_mb']:9.0f}")
+        speed = f"{r['img_per_sec']:9.1f} {ratio:9.2f} {r['sec_per_kimg']:9.2f}"
+        print(f"{name:>10} {speed} {r['peak_mem_mb']:9.0f}")
 
 
 if __name__ == "__main__":

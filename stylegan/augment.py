@@ -63,7 +63,9 @@ _BAND_POWER = (10 / 13, 1 / 13, 1 / 13, 1 / 13)
 def _matrix(rows: Sequence[Sequence[float | Tensor]], batch: int, device: torch.device) -> Tensor:
     """Stack scalars and [batch] tensors into a [batch, rows, cols] matrix."""
     entries = [
-        torch.as_tensor(entry, dtype=torch.float32, device=device).expand(batch) for row in rows for entry in row
+        torch.as_tensor(entry, dtype=torch.float32, device=device).expand(batch)
+        for row in rows
+        for entry in row
     ]
     return torch.stack(entries, dim=-1).reshape(batch, len(rows), len(rows[0]))
 
@@ -204,15 +206,34 @@ class AugmentPipe(nn.Module):
     ) -> None:
         super().__init__()
         self.register_buffer("p", torch.zeros([]))
-        self.xflip, self.rotate90, self.xint, self.xint_max = xflip, rotate90, xint, xint_max
-        self.scale, self.rotate, self.aniso, self.xfrac = scale, rotate, aniso, xfrac
-        self.scale_std, self.rotate_max, self.aniso_std, self.xfrac_std = scale_std, rotate_max, aniso_std, xfrac_std
-        self.brightness, self.contrast, self.lumaflip = brightness, contrast, lumaflip
-        self.hue, self.saturation = hue, saturation
-        self.brightness_std, self.contrast_std = brightness_std, contrast_std
-        self.hue_max, self.saturation_std = hue_max, saturation_std
-        self.imgfilter, self.imgfilter_bands, self.imgfilter_std = imgfilter, tuple(imgfilter_bands), imgfilter_std
-        self.noise, self.cutout, self.noise_std, self.cutout_size = noise, cutout, noise_std, cutout_size
+        self.xflip = xflip
+        self.rotate90 = rotate90
+        self.xint = xint
+        self.xint_max = xint_max
+        self.scale = scale
+        self.rotate = rotate
+        self.aniso = aniso
+        self.xfrac = xfrac
+        self.scale_std = scale_std
+        self.rotate_max = rotate_max
+        self.aniso_std = aniso_std
+        self.xfrac_std = xfrac_std
+        self.brightness = brightness
+        self.contrast = contrast
+        self.lumaflip = lumaflip
+        self.hue = hue
+        self.saturation = saturation
+        self.brightness_std = brightness_std
+        self.contrast_std = contrast_std
+        self.hue_max = hue_max
+        self.saturation_std = saturation_std
+        self.imgfilter = imgfilter
+        self.imgfilter_bands = tuple(imgfilter_bands)
+        self.imgfilter_std = imgfilter_std
+        self.noise = noise
+        self.cutout = cutout
+        self.noise_std = noise_std
+        self.cutout_size = cutout_size
         if len(self.imgfilter_bands) != len(_BAND_POWER):
             raise ValueError(f"imgfilter_bands needs {len(_BAND_POWER)} entries, got {imgfilter_bands!r}")
         sym6 = torch.tensor(SYM6, dtype=torch.float32)
@@ -228,10 +249,6 @@ class AugmentPipe(nn.Module):
             raise ValueError(f"unknown augpipe {name!r}; choose one of {sorted(AUGPIPE_PRESETS)}")
         return cls(**{**AUGPIPE_PRESETS[name], **overrides})
 
-    @property
-    def _has_color(self) -> bool:
-        return any(m > 0 for m in (self.brightness, self.contrast, self.lumaflip, self.hue, self.saturation))
-
     def forward(self, images: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Augment ``images`` [N, C, H, W] (C = 1 or 3); ``generator`` makes the draws reproducible."""
         if images.ndim != 4 or images.shape[1] not in (1, 3):
@@ -242,7 +259,7 @@ class AugmentPipe(nn.Module):
             images = _remap_pixels(images, self._sample_blit(draw, width, height))
         if any(m > 0 for m in (self.scale, self.rotate, self.aniso, self.xfrac)):
             images = self._warp(images, self._sample_general(draw, width, height))
-        if self._has_color:
+        if any(m > 0 for m in (self.brightness, self.contrast, self.lumaflip, self.hue, self.saturation)):
             images = _apply_color_matrix(images, self._sample_color(draw, images.shape[1]))
         if self.imgfilter > 0:
             images = self._filter(images, draw)
@@ -267,7 +284,9 @@ class AugmentPipe(nn.Module):
             g_inv = g_inv @ _rotate2d(math.pi / 2 * quarter_turns, n, dev)
         if self.xint > 0:
             t = draw.where(self.xint, (draw.rand([2]) * 2 - 1) * self.xint_max, 0.0, shape=[1])
-            g_inv = g_inv @ _translate2d(-torch.round(t[:, 0] * width), -torch.round(t[:, 1] * height), n, dev)
+            g_inv = g_inv @ _translate2d(
+                -torch.round(t[:, 0] * width), -torch.round(t[:, 1] * height), n, dev
+            )
         return g_inv
 
     def _sample_general(self, draw: _Draws, width: int, height: int) -> Tensor:
@@ -294,7 +313,7 @@ class AugmentPipe(nn.Module):
         return g_inv
 
     def _warp(self, images: Tensor, g_inv: Tensor) -> Tensor:
-        """Resample ``images`` through the inverse transforms ``g_inv`` (pixel units, origin at the centre)."""
+        """Resample ``images`` through the inverse transforms ``g_inv`` (pixels, origin at the centre)."""
         n, c, height, width = images.shape
         dev = images.device
         filter_pad = self.geom_filter.numel() // 4
@@ -347,7 +366,9 @@ class AugmentPipe(nn.Module):
             theta = draw.where(self.hue, (draw.rand() * 2 - 1) * math.pi * self.hue_max, 0.0)
             c_mat = _rotate3d(luma, theta, n, dev) @ c_mat
         if self.saturation > 0 and channels > 1:
-            s = draw.where(self.saturation, torch.exp2(draw.randn([1, 1]) * self.saturation_std), 1.0, shape=[1, 1])
+            s = draw.where(
+                self.saturation, torch.exp2(draw.randn([1, 1]) * self.saturation_std), 1.0, shape=[1, 1]
+            )
             c_mat = (luma_proj + (eye - luma_proj) * s) @ c_mat
         return c_mat
 
@@ -375,8 +396,8 @@ class AugmentPipe(nn.Module):
     def _cutout_mask(self, images: Tensor, draw: _Draws) -> Tensor:
         """Zero a centred rectangle of ``cutout_size`` at a uniform random position, per image."""
         _, _, height, width = images.shape
-        size = draw.where(self.cutout, torch.full([draw.batch, 2, 1, 1], self.cutout_size, device=draw.device),
-                          0.0, shape=[1, 1, 1])  # fmt: skip
+        full_size = torch.full([draw.batch, 2, 1, 1], self.cutout_size, device=draw.device)
+        size = draw.where(self.cutout, full_size, 0.0, shape=[1, 1, 1])
         center = draw.rand([2, 1, 1])
         x = (torch.arange(width, device=draw.device) + 0.5) / width
         y = (torch.arange(height, device=draw.device)[:, None] + 0.5) / height
@@ -388,7 +409,9 @@ class AugmentPipe(nn.Module):
 class _Draws:
     """Per-image random draws for one batch, gated by the augmentation probability ``p``."""
 
-    def __init__(self, batch: int, device: torch.device, p: Tensor, generator: torch.Generator | None) -> None:
+    def __init__(
+        self, batch: int, device: torch.device, p: Tensor, generator: torch.Generator | None
+    ) -> None:
         self.batch, self.device, self.p, self.generator = batch, device, p, generator
 
     def rand(self, shape: Sequence[int] = ()) -> Tensor:
@@ -397,7 +420,9 @@ class _Draws:
     def randn(self, shape: Sequence[int] = ()) -> Tensor:
         return torch.randn([self.batch, *shape], device=self.device, generator=self.generator)
 
-    def where_p(self, prob: Tensor | float, value: Tensor, default: float, shape: Sequence[int] = ()) -> Tensor:
+    def where_p(
+        self, prob: Tensor | float, value: Tensor, default: float, shape: Sequence[int] = ()
+    ) -> Tensor:
         """``value`` where a uniform draw falls below ``prob``, else ``default``."""
         fire = self.rand(shape) < prob
         return torch.where(fire, value, torch.full_like(value, default))
@@ -465,7 +490,9 @@ class AdaController:
         reduce: Callable[[Tensor], Tensor] | None = None,
     ) -> None:
         if interval < 1 or kimg <= 0 or batch_size < 1:
-            raise ValueError(f"need interval >= 1, kimg > 0, batch_size >= 1; got {interval}, {kimg}, {batch_size}")
+            raise ValueError(
+                f"need interval >= 1, kimg > 0, batch_size >= 1; got {interval}, {kimg}, {batch_size}"
+            )
         self.pipe, self.target, self.interval = pipe, target, interval
         self.step_size = batch_size * interval / (kimg * 1000)
         self.reduce = reduce

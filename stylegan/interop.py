@@ -14,6 +14,7 @@ Two interchange forms are supported:
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import tempfile
@@ -25,7 +26,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from stylegan.networks_stylegan2 import Discriminator, Generator
+from stylegan.layers import MappingNetwork
+from stylegan.networks_stylegan2 import (
+    Discriminator,
+    DiscriminatorEpilogue,
+    Generator,
+    SynthesisBlock,
+    SynthesisNetwork,
+)
 
 ArrayLike = np.ndarray | torch.Tensor
 
@@ -195,6 +203,11 @@ def discriminator_kwargs_from_meta(
     )
 
 
+def _pop_or_default(kwargs: dict[str, Any], name: str, cls: type) -> Any:
+    """``kwargs.pop(name)``, or the default of that argument in ``cls``'s constructor."""
+    return kwargs.pop(name, inspect.signature(cls).parameters[name].default)
+
+
 def _meta_from_generator(G: Generator) -> dict[str, Any]:
     kwargs = G.init_kwargs
     mapping = dict(kwargs["mapping_kwargs"])
@@ -205,14 +218,14 @@ def _meta_from_generator(G: Generator) -> dict[str, Any]:
         c_dim=G.c_dim,
         img_resolution=G.img_resolution,
         img_channels=G.img_channels,
-        mapping_layers=mapping.pop("num_layers", 8),
-        channel_base=synthesis.pop("channel_base", 32768),
-        channel_max=synthesis.pop("channel_max", 512),
-        conv_clamp=synthesis.pop("conv_clamp", None),
-        architecture=synthesis.pop("architecture", "skip"),
+        mapping_layers=_pop_or_default(mapping, "num_layers", MappingNetwork),
+        channel_base=_pop_or_default(synthesis, "channel_base", SynthesisNetwork),
+        channel_max=_pop_or_default(synthesis, "channel_max", SynthesisNetwork),
+        conv_clamp=_pop_or_default(synthesis, "conv_clamp", SynthesisBlock),
+        architecture=_pop_or_default(synthesis, "architecture", SynthesisBlock),
         num_ws=G.num_ws,
-        lr_multiplier_mapping=mapping.pop("lr_multiplier", 0.01),
-        w_avg_beta=mapping.pop("w_avg_beta", 0.995),
+        lr_multiplier_mapping=_pop_or_default(mapping, "lr_multiplier", MappingNetwork),
+        w_avg_beta=_pop_or_default(mapping, "w_avg_beta", MappingNetwork),
     )
     _reject_unrepresentable("G mapping_kwargs", mapping)
     _reject_unrepresentable("G synthesis_kwargs", synthesis)
@@ -230,8 +243,8 @@ def _meta_from_discriminator(D: Discriminator) -> dict[str, Any]:
         channel_max=kwargs.pop("channel_max"),
         conv_clamp=kwargs.pop("conv_clamp"),
         architecture=kwargs.pop("architecture"),
-        mbstd_group_size=epilogue.pop("mbstd_group_size", 4),
-        mbstd_num_channels=epilogue.pop("mbstd_num_channels", 1),
+        mbstd_group_size=_pop_or_default(epilogue, "mbstd_group_size", DiscriminatorEpilogue),
+        mbstd_num_channels=_pop_or_default(epilogue, "mbstd_num_channels", DiscriminatorEpilogue),
     )
     if kwargs.pop("cmap_dim") is not None:
         raise ValueError("the npz format cannot hold a discriminator with a custom cmap_dim")

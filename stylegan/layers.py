@@ -23,7 +23,7 @@ def normalize_2nd_moment(x: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> to
     return x * (x.square().mean(dim=dim, keepdim=True) + eps).rsqrt()
 
 
-def _check_shape(name: str, x: torch.Tensor | None, expected: Sequence[int | None]) -> None:
+def check_shape(name: str, x: torch.Tensor | None, expected: Sequence[int | None]) -> None:
     """Raise a ValueError naming ``name`` when ``x`` does not have shape ``expected`` (None = any)."""
     ok = x is not None and x.ndim == len(expected)
     ok = ok and all(e is None or s == e for s, e in zip(x.shape, expected, strict=True))
@@ -202,10 +202,10 @@ class MappingNetwork(nn.Module):
         """
         x = None
         if self.z_dim > 0:
-            _check_shape("z", z, [None, self.z_dim])
+            check_shape("z", z, [None, self.z_dim])
             x = normalize_2nd_moment(z.to(torch.float32))
         if self.c_dim > 0:
-            _check_shape("c", c, [None, self.c_dim])
+            check_shape("c", c, [None, self.c_dim])
             y = normalize_2nd_moment(self.embed(c.to(torch.float32)))
             x = torch.cat([x, y], dim=1) if x is not None else y
 

@@ -94,8 +94,8 @@ class StyleGAN2Loss:
     ) -> dict[str, Tensor]:
         """Backpropagate ``gain`` x the phase's batch-mean loss; return detached per-sample statistics.
 
-        Statistics: ``loss_G``, ``loss_D``, ``r1_penalty``, ``pl_penalty``, ``scores_real``,
-        ``scores_fake`` and ``real_logits`` (for the ADA heuristic), as present in the phase.
+        Statistics, as present in the phase: ``loss_G``, ``loss_D``, ``r1_penalty``, ``pl_penalty`` and
+        the logits ``scores_real`` (whose signs drive ADA) and ``scores_fake``.
         """
         if phase not in PHASES:
             raise ValueError(f"unknown phase {phase!r}; expected one of {PHASES}")
@@ -138,7 +138,6 @@ class StyleGAN2Loss:
                 stats["r1_penalty"] = r1_penalty.detach()
             loss.mean().mul(gain).backward()
             stats["scores_real"] = real_logits.detach().flatten()
-            stats["real_logits"] = stats["scores_real"]
         return stats
 
     def _path_length(self, gen_z: Tensor, gen_c: Tensor, gain: float) -> Tensor:

@@ -25,7 +25,7 @@ from stylegan.layers import (
     FullyConnectedLayer,
     MappingNetwork,
     MinibatchStdLayer,
-    _check_shape,
+    check_shape,
 )
 from stylegan.ops import (
     activation_spec,
@@ -123,7 +123,7 @@ class SynthesisLayer(nn.Module):
         if noise_mode not in NOISE_MODES:
             raise ValueError(f"unknown noise_mode {noise_mode!r}; expected one of {NOISE_MODES}")
         in_resolution = self.resolution // self.up
-        _check_shape("synthesis layer input", x, [None, self.in_channels, in_resolution, in_resolution])
+        check_shape("synthesis layer input", x, [None, self.in_channels, in_resolution, in_resolution])
         styles = self.affine(w)
 
         noise = None
@@ -266,25 +266,26 @@ class SynthesisBlock(nn.Module):
         fused_modconv: bool | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Consume ``ws`` ``[N, num_conv + num_torgb, w_dim]``; return features and the running image."""
-        _check_shape(
-            f"ws of block b{self.resolution}", ws, [None, self.num_conv + self.num_torgb, self.w_dim]
-        )
+        check_shape(f"ws of block b{self.resolution}", ws, [None, self.num_conv + self.num_torgb, self.w_dim])
         w_iter = iter(ws.unbind(dim=1))
         dtype = compute_dtype(self.use_fp16, force_fp32, ws.device)
         memory_format = (
             torch.channels_last if self.channels_last and not force_fp32 else torch.contiguous_format
         )
         if fused_modconv is None:
-            # Per-sample weights are cheap at inference; in training, scaling activations is cheaper
-            # and in float16 it avoids large per-sample weight tensors (as NVIDIA's default).
-            fused_modconv = not self.training and (dtype == torch.float32 or ws.shape[0] == 1)
+            # Both compute the same. NVIDIA's rule: per-sample weights (one grouped convolution) at
+            # inference in float32; scaled activations in training and float16. On CPU, grouped
+            # convolutions are slower than scaling activations, so CPU always scales.
+            fused_modconv = (
+                ws.device.type != "cpu" and not self.training and (dtype == torch.float32 or ws.shape[0] == 1)
+            )
         layer_kwargs = dict(noise_mode=noise_mode, fused_modconv=fused_modconv)
 
         if self.in_channels == 0:
             x = self.const.to(dtype=dtype, memory_format=memory_format)
             x = x.unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])
         else:
-            _check_shape(
+            check_shape(
                 f"input of block b{self.resolution}",
                 x,
                 [None, self.in_channels, self.resolution // 2, self.resolution // 2],
@@ -362,7 +363,7 @@ class SynthesisNetwork(nn.Module):
         """Render ``ws``. ``update_emas`` is accepted for the common generator interface (StyleGAN3's
         synthesis tracks statistics); StyleGAN2's synthesis has none to update."""
         del update_emas
-        _check_shape("ws", ws, [None, self.num_ws, self.w_dim])
+        check_shape("ws", ws, [None, self.num_ws, self.w_dim])
         ws = ws.to(torch.float32)
         x = img = None
         w_idx = 0
@@ -528,14 +529,14 @@ class DiscriminatorBlock(nn.Module):
         )
 
         if x is not None:
-            _check_shape(
+            check_shape(
                 f"input of block b{self.resolution}",
                 x,
                 [None, self.in_channels, self.resolution, self.resolution],
             )
             x = x.to(dtype=dtype, memory_format=memory_format)
         if self.in_channels == 0 or self.architecture == "skip":
-            _check_shape("img", img, [None, self.img_channels, self.resolution, self.resolution])
+            check_shape("img", img, [None, self.img_channels, self.resolution, self.resolution])
             img = img.to(dtype=dtype, memory_format=memory_format)
             y = self.fromrgb(img)
             x = x + y if x is not None else y
@@ -593,7 +594,7 @@ class DiscriminatorEpilogue(nn.Module):
         self.out = FullyConnectedLayer(in_channels, 1 if cmap_dim == 0 else cmap_dim)
 
     def forward(self, x: torch.Tensor, img: torch.Tensor | None, cmap: torch.Tensor | None) -> torch.Tensor:
-        _check_shape("epilogue input", x, [None, self.in_channels, self.resolution, self.resolution])
+        check_shape("epilogue input", x, [None, self.in_channels, self.resolution, self.resolution])
         x = x.to(dtype=torch.float32, memory_format=torch.contiguous_format)
         if self.architecture == "skip":
             img = img.to(dtype=torch.float32, memory_format=torch.contiguous_format)
@@ -604,7 +605,7 @@ class DiscriminatorEpilogue(nn.Module):
         x = self.fc(x.flatten(1))
         x = self.out(x)
         if self.cmap_dim > 0:
-            _check_shape("cmap", cmap, [None, self.cmap_dim])
+            check_shape("cmap", cmap, [None, self.cmap_dim])
             x = (x * cmap).sum(dim=1, keepdim=True) * (1 / math.sqrt(self.cmap_dim))
         return x
 
@@ -702,7 +703,7 @@ class Discriminator(nn.Module):
     ) -> torch.Tensor:
         """Logits ``[N, 1]``; ``update_emas`` is accepted for the common interface (nothing to update)."""
         del update_emas
-        _check_shape("img", img, [None, self.img_channels, self.img_resolution, self.img_resolution])
+        check_shape("img", img, [None, self.img_channels, self.img_resolution, self.img_resolution])
         x = None
         for res in self.block_resolutions:
             x, img = getattr(self, f"b{res}")(x, img, force_fp32=force_fp32)

@@ -77,9 +77,9 @@ def test_p_zero_is_identity(preset):
 def test_xflip_flips_about_half_of_the_images_exactly():
     x = _images(n=64, size=16)
     y = _run(_pipe(xflip=1), x)
-    flipped = [torch.equal(yi, xi.flip(-1)) for xi, yi in zip(x, y)]
-    same = [torch.equal(yi, xi) for xi, yi in zip(x, y)]
-    assert all(f or s for f, s in zip(flipped, same))
+    flipped = [torch.equal(yi, xi.flip(-1)) for xi, yi in zip(x, y, strict=True)]
+    same = [torch.equal(yi, xi) for xi, yi in zip(x, y, strict=True)]
+    assert all(f or s for f, s in zip(flipped, same, strict=True))
     assert 16 < sum(flipped) < 48
 
 
@@ -87,7 +87,7 @@ def test_rotate90_rotates_by_quarter_turns():
     x = _images(n=32, size=16)
     y = _run(_pipe(rotate90=1), x)
     turns = []
-    for xi, yi in zip(x, y):
+    for xi, yi in zip(x, y, strict=True):
         matches = [k for k in range(4) if torch.equal(yi, torch.rot90(xi, k, dims=(1, 2)))]
         assert len(matches) == 1
         turns.append(matches[0])
@@ -99,7 +99,7 @@ def test_integer_translation_moves_content_by_whole_pixels():
     x = _images(n=8, size=size)
     y = _run(_pipe(xint=1, xint_max=reach / size), x)
     shifts = []
-    for xi, yi in zip(x, y):
+    for xi, yi in zip(x, y, strict=True):
         errors = {}
         for dy in range(-reach, reach + 1):
             for dx in range(-reach, reach + 1):

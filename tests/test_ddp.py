@@ -40,7 +40,7 @@ finally:
 """
 COMPARABLE = dict(
     batch=8, batch_gpu=4, kimg=0.032, num_fp16_res=0, aug="noaug", style_mixing_prob=0, pl_weight=0, gamma=1,
-    tick_kimg=0.016, snapshot_kimg=0.016, sample_seeds=[0], ema_kimg=0.01,
+    tick_kimg=0.016, snapshot_kimg=0.008, sample_seeds=[0], ema_kimg=0.01,
 )  # fmt: skip
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 
@@ -52,9 +52,20 @@ def _run(command: list[str], timeout: float = 300) -> subprocess.CompletedProces
     return result
 
 
-def _final_checkpoint(run_dir) -> dict:
-    (path,) = sorted((run_dir / "checkpoints").glob("checkpoint-*.pt"))[-1:]
-    return torch.load(path, weights_only=True)
+def _checkpoints(run_dir) -> list[dict]:
+    return [
+        torch.load(p, weights_only=True) for p in sorted((run_dir / "checkpoints").glob("checkpoint-*.pt"))
+    ]
+
+
+def _assert_close(a: dict, b: dict, atol: float = 0, exact: bool = False) -> None:
+    for name, tensor in a.items():
+        if name.endswith("w_avg"):  # a per-process running mean of w, unused in training (psi = 1)
+            continue
+        if exact:
+            assert torch.equal(tensor, b[name]), name
+        else:
+            torch.testing.assert_close(b[name], tensor, rtol=0, atol=atol, msg=name)
 
 
 @pytest.mark.slow
@@ -64,22 +75,20 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path):
     overrides = json.dumps(COMPARABLE)
     _run([sys.executable, str(script), str(tmp_path / "one"), overrides])
     _run([*TORCHRUN, str(script), str(tmp_path / "two"), overrides])
-    one, two = _final_checkpoint(tmp_path / "one"), _final_checkpoint(tmp_path / "two")
+    one, two = _checkpoints(tmp_path / "one"), _checkpoints(tmp_path / "two")
+    assert [c["counters"]["cur_nimg"] for c in one] == [c["counters"]["cur_nimg"] for c in two] == [8, 24, 32]
+    assert len(two[-1]["rng"]["ranks"]) == 2  # every rank's generator state, for an exact resume
 
-    assert one["counters"]["cur_nimg"] == two["counters"]["cur_nimg"] == 32
-    assert len(two["rng"]["ranks"]) == 2  # every rank's generator state, for an exact resume
+    # After the first minibatch G is bit-identical: Gmain is one backward pass per round, and summing the
+    # two ranks' gradients is the same addition as accumulating two rounds. A D phase makes two passes
+    # per round (fakes, then reals), which one process adds up in another order: equal up to rounding.
+    _assert_close(one[0]["G"], two[0]["G"], exact=True)
+    _assert_close(one[0]["D"], two[0]["D"], atol=1e-6)
+    # Later, Adam's normalisation amplifies those rounding differences where gradients are near zero.
     for net in ("G", "D", "G_ema"):
-        for name, tensor in one[net].items():
-            if name.endswith("w_avg"):  # a per-process running mean of w, unused by training at psi = 1
-                continue
-            torch.testing.assert_close(two[net][name], tensor, rtol=1e-5, atol=1e-6, msg=f"{net}.{name}")
-    for opt in ("opt_G", "opt_D"):
-        for index, slots in one[opt]["state"].items():
-            for slot, tensor in slots.items():
-                torch.testing.assert_close(two[opt]["state"][index][slot], tensor, rtol=1e-4, atol=1e-8)
-    initial = torch.load(sorted((tmp_path / "one" / "checkpoints").glob("*.pt"))[0], weights_only=True)
-    assert initial["counters"]["cur_nimg"] < 32
-    assert not torch.equal(initial["G"]["synthesis.b16.conv1.weight"], one["G"]["synthesis.b16.conv1.weight"])
+        _assert_close(one[-1][net], two[-1][net], atol=1e-4)
+    weight = "synthesis.b16.conv1.weight"
+    assert float((one[-1]["G"][weight] - one[0]["G"][weight]).abs().max()) > 1e-2  # it did train
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +135,6 @@ def test_torchrun_launch_on_shards(tmp_path, shards):
 
     G_ema = load_network(tmp_path / "G_ema.safetensors")
     assert (G_ema.c_dim, G_ema.img_resolution) == (2, 16)
-    saved = _final_checkpoint(run_dir)["G_ema"]
+    saved = _checkpoints(run_dir)[-1]["G_ema"]
     for name, tensor in G_ema.state_dict().items():
         assert torch.equal(tensor, saved[name]), name

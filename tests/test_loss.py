@@ -21,7 +21,9 @@ class LinearGenerator(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.A = nn.Parameter(torch.eye(Z_DIM))
-        self.B = nn.Parameter(torch.randn(NUM_WS, 3 * RES * RES, Z_DIM, generator=torch.Generator().manual_seed(1)))
+        self.B = nn.Parameter(
+            torch.randn(NUM_WS, 3 * RES * RES, Z_DIM, generator=torch.Generator().manual_seed(1))
+        )
 
     def mapping(self, z, c, update_emas=False):
         return (z @ self.A.T)[:, None, :].repeat(1, NUM_WS, 1)
@@ -47,7 +49,9 @@ class QuadraticDiscriminator(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.M = nn.Parameter(torch.randn(3 * RES * RES, 3 * RES * RES, generator=torch.Generator().manual_seed(3)))
+        self.M = nn.Parameter(
+            torch.randn(3 * RES * RES, 3 * RES * RES, generator=torch.Generator().manual_seed(3))
+        )
 
     def forward(self, img, c, update_emas=False):
         x = img.flatten(1)
@@ -117,9 +121,11 @@ def test_dmain_is_the_logistic_loss_on_reals_and_fakes():
     w, b = D.w.detach(), D.b.detach()
     real_logits, fake_logits = real.flatten(1) @ w + b, fake @ w + b
     torch.testing.assert_close(stats["loss_D"], F.softplus(fake_logits) + F.softplus(-real_logits))
-    torch.testing.assert_close(stats["real_logits"], real_logits)
+    torch.testing.assert_close(stats["scores_real"], real_logits)
     # d/dw [softplus(<w, f> + b) + softplus(-<w, r> - b)] = sigmoid(D(f)) f - sigmoid(-D(r)) r
-    expected_w = (torch.sigmoid(fake_logits)[:, None] * fake - torch.sigmoid(-real_logits)[:, None] * real.flatten(1))
+    expected_w = torch.sigmoid(fake_logits)[:, None] * fake - torch.sigmoid(-real_logits)[
+        :, None
+    ] * real.flatten(1)
     torch.testing.assert_close(D.w.grad, expected_w.mean(dim=0), rtol=1e-5, atol=1e-6)
     assert "r1_penalty" not in stats
 
@@ -149,7 +155,9 @@ def test_gmain_is_the_non_saturating_loss():
     torch.testing.assert_close(stats["loss_G"], F.softplus(-fake_logits))
     # d/dB_i softplus(-<w, sum_i B_i z> - b) = -sigmoid(-D) w z^T for every i.
     per_image = -torch.sigmoid(-fake_logits)[:, None, None] * w[None, :, None] * z[:, None, :]
-    torch.testing.assert_close(G.B.grad, 2 * per_image.mean(dim=0).expand(NUM_WS, -1, -1), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        G.B.grad, 2 * per_image.mean(dim=0).expand(NUM_WS, -1, -1), rtol=1e-5, atol=1e-6
+    )
 
 
 def test_path_length_with_a_linear_generator():

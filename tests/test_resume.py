@@ -17,8 +17,9 @@ from stylegan.training import CheckpointManager, TrainingConfig, resolve_config,
 from stylegan.training.data import TensorImageDataset
 
 TINY = dict(
-    batch=4, batch_gpu=4, channel_base=512, channel_max=32, z_dim=32, w_dim=32, map=2, mbstd=4, num_fp16_res=0,
-    tick_kimg=0.008, snapshot_kimg=0.008, sample_seeds=[0], aug_p=0.3, ada_kimg=1, ada_interval=2,
+    batch=4, batch_gpu=4, channel_base=512, channel_max=32, z_dim=32, w_dim=32, map=2, mbstd=4,
+    num_fp16_res=0, tick_kimg=0.008, snapshot_kimg=0.008, sample_seeds=[0],
+    aug_p=0.3, ada_kimg=1, ada_interval=2,
 )  # fmt: skip
 FINAL_KIMG = 0.04  # 10 minibatches
 
@@ -29,7 +30,8 @@ torch.set_num_threads(1)
 from stylegan.training import TrainingConfig, train
 from stylegan.training.data import TensorImageDataset
 images = (torch.rand(24, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
-train(TrainingConfig.from_dict(json.loads(sys.argv[2])), TensorImageDataset(images), sys.argv[1], device="cpu")
+config = TrainingConfig.from_dict(json.loads(sys.argv[2]))
+train(config, TensorImageDataset(images), sys.argv[1], device="cpu")
 """
 
 
@@ -46,7 +48,9 @@ def config(kimg: float) -> TrainingConfig:
 
 
 def dataset() -> TensorImageDataset:
-    return TensorImageDataset((torch.rand(24, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8))
+    return TensorImageDataset(
+        (torch.rand(24, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
+    )
 
 
 def _kill_after_first_checkpoint(run_dir) -> list[str]:
@@ -99,7 +103,9 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_one(tmp_path):
         for index, slots in a[opt]["state"].items():
             for slot, tensor in slots.items():
                 assert torch.equal(tensor, b[opt]["state"][index][slot]), f"{opt} {index} {slot} differs"
-    assert torch.equal(a["augment"]["p"], b["augment"]["p"]) and float(a["augment"]["p"]) != pytest.approx(0.3)
+    assert torch.equal(a["augment"]["p"], b["augment"]["p"]) and float(a["augment"]["p"]) != pytest.approx(
+        0.3
+    )
     assert torch.equal(a["pl_mean"], b["pl_mean"])
     assert {k: v for k, v in a["counters"].items() if k != "elapsed_sec"} == {
         k: v for k, v in b["counters"].items() if k != "elapsed_sec"

@@ -50,6 +50,7 @@ def _git(repo: Path, *args: str) -> str:
 def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A committed git checkout with a dvc.lock, as a stage sees it when `dvc exp run` runs it."""
     (tmp_path / "dvc.lock").write_text(yaml.safe_dump(LOCK))
+    (tmp_path / "train.py").write_text("print('training')\n")
     (tmp_path / ".gitignore").write_text("/models/\n/metrics/\n/reports/\n")
     _git(tmp_path, "init", "-q")
     _git(tmp_path, "-c", "user.name=t", "-c", "user.email=t@example.invalid", "add", "-A")
@@ -110,6 +111,7 @@ def test_later_stages_log_into_the_train_run(store: str, project: Path):
     (project / "reports").mkdir()
     (project / "reports/index.html").write_text("<html></html>")
     (project / "models/G_ema.safetensors").write_bytes(b"weights")
+    # The stages that ran since rewrote dvc.lock; that alone leaves the checkout clean.
     (project / "dvc.lock").write_text(yaml.safe_dump({**LOCK, "stages": {"download": {"cmd": "changed"}}}))
 
     with reopen_run() as reopened:
@@ -127,7 +129,7 @@ def test_later_stages_log_into_the_train_run(store: str, project: Path):
     assert logged.info.status == "FINISHED"
     assert logged.data.metrics["fid50k_full"] == 41.5
     assert "kid50k_full" not in logged.data.metrics and "ppl2_wend" not in logged.data.metrics
-    assert logged.data.tags["git.dirty"] == "true"  # dvc.lock changed since the commit
+    assert logged.data.tags["git.dirty"] == "false"
     assert logged.data.tags["dvc.lock.download"] != _lock_md5("download")
     listed = {item.path for item in client.list_artifacts(run.info.run_id)}
     assert {"reports", "model", "images"} <= listed
@@ -139,10 +141,13 @@ def test_later_stages_log_into_the_train_run(store: str, project: Path):
     assert any(path.name.startswith("fakes") for path in (artifact_dir / "artifacts/images").iterdir())
 
 
-def test_a_failing_stage_marks_the_run_failed(store: str, project: Path):
+def test_a_failing_stage_with_changed_code_marks_the_run_failed_and_dirty(store: str, project: Path):
+    (project / "train.py").write_text("print('training, changed')\n")
     with pytest.raises(RuntimeError, match="out of memory"), start_run(Params(), tracking_uri=store) as run:
         raise RuntimeError("out of memory")
-    assert MlflowClient(tracking_uri=store).get_run(run.info.run_id).info.status == "FAILED"
+    logged = MlflowClient(tracking_uri=store).get_run(run.info.run_id)
+    assert logged.info.status == "FAILED"
+    assert logged.data.tags["git.dirty"] == "true"
 
 
 def test_resuming_continues_the_run_and_keeps_logged_params(

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import os
 
+import numpy as np
+import PIL.Image
 import pytest
 import torch
 from torch import nn
 
+from pipeline.shards import prepare_shards
+from stylegan.dataset import ShardDataset
 from stylegan.training import (
     CheckpointError,
     CheckpointManager,
@@ -81,7 +86,12 @@ def test_auto_preset_follows_the_official_heuristics():
 )
 def test_paper_presets(cfg, batch, batch_gpu, mbstd, channel_base, lr, gamma, ema, ramp, mapping):
     c = resolve_config(cfg, 256, 1)
-    assert (c.batch, c.batch_gpu, c.mbstd_group_size, c.channel_base) == (batch, batch_gpu, mbstd, channel_base)
+    assert (c.batch, c.batch_gpu, c.mbstd_group_size, c.channel_base) == (
+        batch,
+        batch_gpu,
+        mbstd,
+        channel_base,
+    )
     assert (c.lr_g, c.gamma, c.ema_kimg, c.ema_rampup, c.mapping_layers) == (lr, gamma, ema, ramp, mapping)
     assert (c.pl_interval, c.r1_interval, c.num_fp16_res, c.conv_clamp) == (4, 16, 4, 256)
     if cfg == "cifar":
@@ -165,15 +175,15 @@ def test_update_ema_lerps_parameters_and_copies_buffers():
 
 def test_global_order_is_independent_of_ranks_and_restarts():
     single = GlobalOrderBatches(10, batch_size=4, rank=0, world_size=1, seed=3)
-    steps = [b for b, _ in zip(single, range(6))]
+    steps = list(itertools.islice(single, 6))
     flat = [i for b in steps for i in b]
     assert sorted(flat[:10]) == list(range(10)) and sorted(flat[10:20]) == list(range(10))  # whole epochs
     assert flat[:10] != flat[10:20]  # reshuffled per epoch
     ranks = [GlobalOrderBatches(10, batch_size=4, rank=r, world_size=2, seed=3) for r in range(2)]
-    for step, parts in zip(steps, zip(*ranks)):
+    for step, parts in zip(steps, zip(*ranks, strict=True), strict=False):  # the samplers are endless
         assert parts[0] + parts[1] == step
     resumed = GlobalOrderBatches(10, batch_size=4, rank=0, world_size=1, seed=3, start=12)
-    assert [b for b, _ in zip(resumed, range(3))] == steps[3:6]
+    assert list(itertools.islice(resumed, 3)) == steps[3:6]
 
 
 # --- checkpoints ---------------------------------------------------------------------------------------
@@ -321,6 +331,8 @@ def test_resuming_with_a_different_setup_is_refused(baseline):
     run_dir, _, _ = baseline
     with pytest.raises(ValueError, match=r"different training setup \(gamma: .* -> 0\.5\)"):
         train(tiny_config(gamma=0.5, kimg=1), toy_dataset(), run_dir, device="cpu")
+    with pytest.raises(ValueError, match="already holds checkpoints; resume or use a new run_dir"):
+        train(tiny_config(), toy_dataset(), run_dir, device="cpu", resume=False)
 
 
 def test_tick_log_line(tmp_path, caplog):
@@ -349,7 +361,9 @@ def test_divergence_stops_within_a_tick_and_keeps_the_last_good_checkpoint(tmp_p
     config = tiny_config(kimg=1, aug="noaug")
     G, D = build_networks(config, img_channels=3, c_dim=0)
     # D is called 4 times in minibatch 0 and 3 times in the next ones: call 11 is in the tick of images 12-20.
-    with pytest.raises(TrainingDiverged, match=r"between kimg 0\.012 and 0\.020: non-finite .*in phase Dmain"):
+    with pytest.raises(
+        TrainingDiverged, match=r"between kimg 0\.012 and 0\.020: non-finite .*in phase Dmain"
+    ):
         train(config, toy_dataset(), tmp_path, device="cpu", G=G, D=NaNAfter(D, calls=10))
     checkpoints = CheckpointManager(tmp_path / "checkpoints").paths()
     assert [p.name for p in checkpoints] == ["checkpoint-000000000012.pt"]
@@ -374,3 +388,20 @@ def test_the_job_size_must_match_the_config(tmp_path):
         train(resolve_config("auto", 16, 2, {**TINY, "batch_gpu": 2}), toy_dataset(), tmp_path, device="cpu")
     with pytest.raises(ValueError, match="config.resolution=32 but the dataset has 16 px"):
         train(resolve_config("auto", 32, 1, TINY), toy_dataset(), tmp_path, device="cpu")
+
+
+def test_a_sharded_stream_resumes_at_the_next_epoch(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(20):
+        PIL.Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(tmp_path / f"{i}.png")
+        rows.append({"file": f"{i}.png", "label": None})
+    prepare_shards(tmp_path, rows, tmp_path / "shards", resolution=16, shard_size=8, workers=1)
+    run_dir = tmp_path / "run"
+    first = ShardDataset(tmp_path / "shards", seed=0, infinite=True)
+    train(tiny_config(kimg=0.012), first, run_dir, device="cpu")
+    assert first.epoch == 0
+    again = ShardDataset(tmp_path / "shards", seed=0, infinite=True)
+    summary = train(tiny_config(kimg=0.016), again, run_dir, device="cpu")
+    assert summary.resumed_from is not None and summary.cur_nimg == 16
+    assert again.epoch == 1  # 12 of the 20 images of epoch 0 were used: continue with epoch 1

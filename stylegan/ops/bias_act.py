@@ -130,7 +130,8 @@ class _BiasLeakyReLU(torch.autograd.Function):
         if ctx.slope != 1:
             dx = torch.ops.aten.leaky_relu_backward(dx, y, ctx.slope, True)
         if ctx.gain != 1:
-            dx = dx * ctx.gain
+            # In place when dx is our own fresh tensor (the ops above save y, never their result).
+            dx = dx.mul_(ctx.gain) if dx is not dy else dx * ctx.gain
         db = None
         if ctx.bias_shape is not None and ctx.needs_input_grad[1]:
             dims = [i for i, size in enumerate(ctx.bias_shape) if size == 1]

@@ -31,15 +31,22 @@ def _pointwise(x: torch.Tensor, w: torch.Tensor, impl: str | None) -> torch.Tens
     is far quicker than a convolution with so little work per pixel (e.g. to and from RGB)."""
     if resolve_impl(impl) == "fast" and x.is_contiguous():
         n, _, h, width = x.shape
-        return torch.matmul(w.reshape(w.shape[0], -1), x.reshape(n, -1, h * width)).reshape(n, -1, h, width)
+        w = w.reshape(1, w.shape[0], -1).expand(n, -1, -1)
+        return torch.bmm(w, x.reshape(n, -1, h * width)).reshape(n, -1, h, width)
     return F.conv2d(x, w)
 
 
-def _transpose_weight(w: torch.Tensor, groups: int) -> torch.Tensor:
-    """Reorder ``[O, I/g, kh, kw]`` conv weights into the ``[I, O/g, kh, kw]`` layout of conv_transpose2d."""
+def _transpose_weight(w: torch.Tensor, groups: int, impl: str | None) -> torch.Tensor:
+    """Reorder ``[O, I/g, kh, kw]`` conv weights into the ``[I, O/g, kh, kw]`` layout of conv_transpose2d.
+
+    The fast formulation makes the result contiguous: a transposed view can look channels-last to the
+    convolution backend, which then returns a channels-last output that costs a full copy in the
+    forward and in the backward pass.
+    """
     out_channels, in_per_group, kh, kw = w.shape
     if groups == 1:
-        return w.transpose(0, 1)
+        w = w.transpose(0, 1)
+        return w.contiguous() if resolve_impl(impl) == "fast" else w
     w = w.reshape(groups, out_channels // groups, in_per_group, kh, kw).transpose(1, 2)
     return w.reshape(groups * in_per_group, out_channels // groups, kh, kw)
 
@@ -99,7 +106,7 @@ def conv2d_resample(
         pxt, pyt = max(min(-px0, -px1), 0), max(min(-py0, -py1), 0)
         x = _conv(
             x,
-            _transpose_weight(w, groups),
+            _transpose_weight(w, groups, impl),
             stride=up,
             padding=(pyt, pxt),
             groups=groups,
@@ -132,7 +139,8 @@ def modulated_conv2d(
     Per sample, the weight is scaled by ``styles`` along its input channels and (with ``demodulate``)
     renormalised to unit L2 norm per output channel. ``fused_modconv=True`` builds the per-sample weights
     and runs one grouped convolution; ``False`` scales the activations before and after a shared-weight
-    convolution instead. Both compute the same function.
+    convolution instead. Both compute the same function. The fast formulation also gets the
+    demodulation coefficients from a small matmul and runs 1x1 kernels (toRGB) as a batched matmul.
 
     Args:
         x: ``[N, I, H, W]`` activations.
@@ -141,7 +149,7 @@ def modulated_conv2d(
         noise: broadcastable to the output, added after demodulation.
     """
     batch_size = x.shape[0]
-    out_channels, in_channels, kh, kw = weight.shape
+    _, in_channels, kh, kw = weight.shape
     if x.ndim != 4 or x.shape[1] != in_channels:
         raise ValueError(f"x of shape {tuple(x.shape)} does not match weight {tuple(weight.shape)}")
     if styles.shape != (batch_size, in_channels):
@@ -155,32 +163,12 @@ def modulated_conv2d(
         )
         styles = styles / styles.norm(float("inf"), dim=1, keepdim=True)
 
-    w = None
-    dcoefs = None
-    if resolve_impl(impl) == "fast":
-        # sum_ik (W_oik s_ni)^2 == sum_i s_ni^2 sum_k W_oik^2: a small matmul instead of squaring and
-        # reducing the per-sample weights [N, O, I, kh, kw] (and back-propagating through them).
-        if demodulate:
-            dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()  # [NO]
-        pointwise = kh == kw == 1 and up == down == 1 and parse_padding(padding) == (0, 0, 0, 0)
-        if fused_modconv or (pointwise and x.is_contiguous()):
-            coefs = styles.reshape(batch_size, 1, -1)
-            if demodulate:
-                coefs = coefs * dcoefs.reshape(batch_size, -1, 1)
-            w = weight.unsqueeze(0) * coefs.unsqueeze(-1).unsqueeze(-1)  # [NOIkk]
-        if pointwise and x.is_contiguous():
-            # Per-sample 1x1 weights as one batched matrix product: no pass over x to modulate it.
-            n, _, h, width = x.shape
-            x = torch.bmm(w.reshape(n, out_channels, in_channels).to(x.dtype), x.reshape(n, in_channels, -1))
-            x = x.reshape(n, out_channels, h, width)
-            return x if noise is None else x + noise.to(x.dtype)
-    else:
-        if demodulate or fused_modconv:
-            w = weight.unsqueeze(0) * styles.reshape(batch_size, 1, -1, 1, 1)  # [NOIkk]
-        if demodulate:
-            dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()  # [NO]
-        if demodulate and fused_modconv:
-            w = w * dcoefs.reshape(batch_size, -1, 1, 1, 1)
+    fast = resolve_impl(impl) == "fast"
+    pointwise = kh == kw == 1 and up == down == 1 and parse_padding(padding) == (0, 0, 0, 0)
+    if fast and pointwise and x.is_contiguous():
+        return _modulated_pointwise(x, weight, styles, demodulate, noise)
+    coefficients = _fast_coefficients if fast else _ref_coefficients
+    w, dcoefs = coefficients(weight, styles, demodulate, fused_modconv)
 
     conv_kwargs = dict(
         f=resample_filter, up=up, down=down, padding=padding, flip_weight=flip_weight, impl=impl
@@ -203,3 +191,46 @@ def modulated_conv2d(
     if noise is not None:
         x = x + noise.to(x.dtype)
     return x
+
+
+def _ref_coefficients(
+    weight: torch.Tensor, styles: torch.Tensor, demodulate: bool, fused: bool
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Per-sample weights ``[N, O, I, kh, kw]`` (when fused) and demodulation coefficients ``[N, O]``,
+    both derived from the explicitly modulated weights."""
+    w = dcoefs = None
+    if demodulate or fused:
+        w = weight.unsqueeze(0) * styles.reshape(styles.shape[0], 1, -1, 1, 1)
+    if demodulate:
+        dcoefs = (w.square().sum(dim=[2, 3, 4]) + 1e-8).rsqrt()
+    if demodulate and fused:
+        w = w * dcoefs.reshape(*dcoefs.shape, 1, 1, 1)
+    return (w if fused else None), dcoefs
+
+
+def _fast_coefficients(
+    weight: torch.Tensor, styles: torch.Tensor, demodulate: bool, fused: bool
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """As :func:`_ref_coefficients`, with ``sum_ik (W_oik s_ni)^2 == sum_i s_ni^2 sum_k W_oik^2``: a small
+    matmul instead of squaring and reducing (and back-propagating through) ``[N, O, I, kh, kw]``."""
+    dcoefs = None
+    if demodulate:
+        dcoefs = (styles.square() @ weight.square().sum(dim=[2, 3]).t() + 1e-8).rsqrt()
+    if not fused:
+        return None, dcoefs
+    coefs = styles.unsqueeze(1)  # [N, 1, I]
+    if demodulate:
+        coefs = coefs * dcoefs.unsqueeze(2)  # [N, O, I]
+    return weight.unsqueeze(0) * coefs.unsqueeze(-1).unsqueeze(-1), dcoefs
+
+
+def _modulated_pointwise(
+    x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, demodulate: bool, noise: torch.Tensor | None
+) -> torch.Tensor:
+    """Modulated 1x1 convolution as one batched matrix product with per-sample ``[O, I]`` weights:
+    no pass over ``x`` to modulate it and no convolution with little work per pixel (toRGB)."""
+    n, in_channels, h, width = x.shape
+    w, _ = _fast_coefficients(weight, styles, demodulate, fused=True)
+    x = torch.bmm(w.reshape(n, -1, in_channels).to(x.dtype), x.reshape(n, in_channels, h * width))
+    x = x.reshape(n, -1, h, width)
+    return x if noise is None else x + noise.to(x.dtype)

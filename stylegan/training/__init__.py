@@ -2,6 +2,7 @@
 
 from stylegan.training.checkpoint import CheckpointError, CheckpointManager, load_checkpoint
 from stylegan.training.configs import PRESETS, TrainingConfig, build_networks, resolve_config, run_key
+from stylegan.training.data import TensorImageDataset
 from stylegan.training.distributed import DistributedContext, init_distributed, shutdown_distributed
 from stylegan.training.loop import TickReport, TrainingDiverged, TrainingSummary, train
 
@@ -10,6 +11,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointManager",
     "DistributedContext",
+    "TensorImageDataset",
     "TickReport",
     "TrainingConfig",
     "TrainingDiverged",

@@ -137,7 +137,11 @@ def capture_rng_state(device: torch.device) -> dict[str, Any]:
             "has_gauss": int(has_gauss),
             "cached_gaussian": float(cached_gaussian),
         },
-        "python": {"version": version, "internal": torch.tensor(internal, dtype=torch.int64), "gauss_next": gauss_next},
+        "python": {
+            "version": version,
+            "internal": torch.tensor(internal, dtype=torch.int64),
+            "gauss_next": gauss_next,
+        },
     }
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
@@ -157,6 +161,8 @@ def restore_rng_state(state: Mapping[str, Any], device: torch.device) -> None:
         )
     )
     python_state = state["python"]
-    random.setstate((python_state["version"], tuple(python_state["internal"].tolist()), python_state["gauss_next"]))
+    random.setstate(
+        (python_state["version"], tuple(python_state["internal"].tolist()), python_state["gauss_next"])
+    )
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)

@@ -138,41 +138,49 @@ class TrainingConfig:
         return {k: v for k, v in self.to_dict().items() if k not in BOOKKEEPING_FIELDS}
 
 
-def _check(condition: bool, key: str, value: Any, requirement: str) -> None:
-    if not condition:
-        raise ValueError(f"training config: {key}={value!r} {requirement}")
+_AT_LEAST_ONE = (
+    "gpus", "batch", "batch_gpu", "z_dim", "w_dim", "mapping_layers", "channel_base", "channel_max",
+    "mbstd_num_channels", "pl_batch_shrink", "ada_interval", "keep_checkpoints",
+)  # fmt: skip
+_POSITIVE = ("kimg", "lr_g", "lr_d", "eps", "tick_kimg", "snapshot_kimg", "ada_kimg")
+_NON_NEGATIVE = ("num_fp16_res", "gamma", "pl_weight", "ema_kimg", "aug_p")
+_NON_NEGATIVE_OR_NONE = ("r1_interval", "pl_interval", "ema_rampup")
 
 
 def _validate(c: TrainingConfig) -> None:
-    _check(c.cfg in PRESETS, "cfg", c.cfg, f"is not a preset; choose one of {sorted(PRESETS)}")
-    _check(c.resolution >= 4 and c.resolution & (c.resolution - 1) == 0, "resolution", c.resolution,
-           "must be a power of two >= 4")  # fmt: skip
-    for key in ("gpus", "batch", "batch_gpu", "z_dim", "w_dim", "mapping_layers", "channel_base", "channel_max",
-                "mbstd_num_channels", "pl_batch_shrink", "ada_interval", "keep_checkpoints"):  # fmt: skip
-        _check(getattr(c, key) >= 1, key, getattr(c, key), "must be >= 1")
-    for key in ("kimg", "lr_g", "lr_d", "eps", "tick_kimg", "snapshot_kimg", "ada_kimg"):
-        _check(getattr(c, key) > 0, key, getattr(c, key), "must be > 0")
-    for key in ("num_fp16_res", "gamma", "pl_weight", "ema_kimg", "aug_p"):
-        _check(getattr(c, key) >= 0, key, getattr(c, key), "must be >= 0")
-    for key in ("r1_interval", "pl_interval"):
-        value = getattr(c, key)
-        _check(value is None or value >= 0, key, value, "must be >= 0 or None (no lazy regularisation)")
-    _check(c.ema_rampup is None or c.ema_rampup >= 0, "ema_rampup", c.ema_rampup, "must be >= 0 or None")
-    _check(c.conv_clamp is None or c.conv_clamp > 0, "conv_clamp", c.conv_clamp, "must be > 0 or None")
-    _check(0 <= c.style_mixing_prob <= 1, "style_mixing_prob", c.style_mixing_prob, "must be in [0, 1]")
-    _check(0 <= c.pl_decay <= 1, "pl_decay", c.pl_decay, "must be in [0, 1]")
-    _check(0 < c.ada_target < 1, "ada_target", c.ada_target, "must be in (0, 1)")
-    _check(len(c.betas) == 2 and all(0 <= b < 1 for b in c.betas), "betas", c.betas, "must be two values in [0, 1)")
-    _check(c.aug in AUG_MODES, "aug", c.aug, f"must be one of {AUG_MODES}")
-    _check(c.augpipe in AUGPIPE_PRESETS, "augpipe", c.augpipe, f"must be one of {sorted(AUGPIPE_PRESETS)}")
-    _check(c.d_architecture in D_ARCHITECTURES, "d_architecture", c.d_architecture, f"must be one of {D_ARCHITECTURES}")
-    _check(c.batch % c.gpus == 0, "batch", c.batch, f"must be divisible by gpus={c.gpus}")
-    _check(c.batch_per_gpu % c.batch_gpu == 0, "batch_gpu", c.batch_gpu,
-           f"must divide the per-GPU batch {c.batch_per_gpu} (batch={c.batch} / gpus={c.gpus})")  # fmt: skip
+    def require(ok: bool, key: str, requirement: str) -> None:
+        if not ok:
+            raise ValueError(f"training config: {key}={getattr(c, key)!r} {requirement}")
+
+    require(c.cfg in PRESETS, "cfg", f"is not a preset; choose one of {sorted(PRESETS)}")
+    require(
+        c.resolution >= 4 and c.resolution & (c.resolution - 1) == 0,
+        "resolution",
+        "must be a power of two >= 4",
+    )
+    for key in _AT_LEAST_ONE:
+        require(getattr(c, key) >= 1, key, "must be >= 1")
+    for key in _POSITIVE:
+        require(getattr(c, key) > 0, key, "must be > 0")
+    for key in _NON_NEGATIVE:
+        require(getattr(c, key) >= 0, key, "must be >= 0")
+    for key in _NON_NEGATIVE_OR_NONE:
+        require(getattr(c, key) is None or getattr(c, key) >= 0, key, "must be >= 0 or None")
+    require(c.conv_clamp is None or c.conv_clamp > 0, "conv_clamp", "must be > 0 or None")
+    require(0 <= c.style_mixing_prob <= 1, "style_mixing_prob", "must be in [0, 1]")
+    require(0 <= c.pl_decay <= 1, "pl_decay", "must be in [0, 1]")
+    require(0 < c.ada_target < 1, "ada_target", "must be in (0, 1)")
+    require(len(c.betas) == 2 and all(0 <= b < 1 for b in c.betas), "betas", "must be two values in [0, 1)")
+    require(c.aug in AUG_MODES, "aug", f"must be one of {AUG_MODES}")
+    require(c.augpipe in AUGPIPE_PRESETS, "augpipe", f"must be one of {sorted(AUGPIPE_PRESETS)}")
+    require(c.d_architecture in D_ARCHITECTURES, "d_architecture", f"must be one of {D_ARCHITECTURES}")
+    require(c.batch % c.gpus == 0, "batch", f"must be divisible by gpus={c.gpus}")
+    require(
+        c.batch_per_gpu % c.batch_gpu == 0, "batch_gpu", f"must divide the per-GPU batch {c.batch_per_gpu}"
+    )
     group = min(c.mbstd_group_size, c.batch_gpu)
-    _check(c.batch_gpu % group == 0, "mbstd_group_size", c.mbstd_group_size,
-           f"must divide batch_gpu={c.batch_gpu} (the discriminator's minibatch-stddev groups)")  # fmt: skip
-    _check(len(c.sample_seeds) > 0, "sample_seeds", c.sample_seeds, "must not be empty")
+    require(c.batch_gpu % group == 0, "mbstd_group_size", f"must divide batch_gpu={c.batch_gpu}")
+    require(len(c.sample_seeds) > 0, "sample_seeds", "must not be empty")
 
 
 def resolve_config(

@@ -40,19 +40,25 @@ def dataset_shape(dataset: Dataset | IterableDataset) -> DatasetShape:
     first = dataset[0] if not isinstance(dataset, IterableDataset) else next(iter(dataset))
     img, c = first
     if img.ndim != 3 or img.shape[1] != img.shape[2] or img.dtype != torch.uint8:
-        raise ValueError(f"dataset images must be square uint8 [C, H, W] tensors, got {img.dtype} {list(img.shape)}")
+        raise ValueError(
+            f"dataset images must be square uint8 [C, H, W] tensors, got {img.dtype} {list(img.shape)}"
+        )
     return DatasetShape(channels=img.shape[0], resolution=img.shape[1], c_dim=int(c.numel()))
 
 
 class TensorImageDataset(Dataset):
     """Images held in memory: uint8 ``[N, C, H, W]`` with optional class indices ``[N]``."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor | None = None, num_classes: int = 0) -> None:
+    def __init__(
+        self, images: torch.Tensor, labels: torch.Tensor | None = None, num_classes: int = 0
+    ) -> None:
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[2] != images.shape[3]:
             raise ValueError(f"images must be uint8 [N, C, H, H], got {images.dtype} {list(images.shape)}")
         if (labels is None) != (num_classes == 0):
             raise ValueError("pass labels together with num_classes > 0, or neither")
-        if labels is not None and (labels.shape != (len(images),) or not 0 <= int(labels.min()) <= int(labels.max()) < num_classes):
+        if labels is not None and (
+            labels.shape != (len(images),) or not 0 <= int(labels.min()) <= int(labels.max()) < num_classes
+        ):
             raise ValueError(f"labels must be {len(images)} class indices in [0, {num_classes})")
         self.images, self.labels, self.label_dim = images, labels, num_classes
         self.num_channels, self.resolution = images.shape[1], images.shape[2]
@@ -73,7 +79,9 @@ class TensorImageDataset(Dataset):
 class GlobalOrderBatches(Sampler[list[int]]):
     """This rank's indices of every global minibatch, starting at image ``start`` of the endless order."""
 
-    def __init__(self, size: int, batch_size: int, rank: int, world_size: int, seed: int, start: int = 0) -> None:
+    def __init__(
+        self, size: int, batch_size: int, rank: int, world_size: int, seed: int, start: int = 0
+    ) -> None:
         if size < 1:
             raise ValueError("the dataset is empty")
         if batch_size % world_size:
@@ -108,7 +116,8 @@ def real_batches(
     num_workers: int = 0,
     pin_memory: bool = False,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Endless ``(uint8 images [B/R, C, H, W], labels [B/R, c_dim])`` for this rank, from image ``start_nimg``."""
+    """Endless ``(uint8 images [B/R, C, H, W], labels [B/R, c_dim])`` for this rank from image ``start_nimg``
+    of the run, where ``B`` is the global batch and ``R`` the number of ranks."""
     # A private generator for the loader's worker seeds: creating an iterator would otherwise draw from
     # torch's global generator, whose state a resumed run restores and must not see consumed.
     loader_kwargs = dict(
@@ -117,7 +126,9 @@ def real_batches(
     if isinstance(dataset, IterableDataset):
         return _stream_batches(dataset, batch_size // world_size, start_nimg, loader_kwargs)
     sampler = GlobalOrderBatches(len(dataset), batch_size, rank, world_size, seed, start_nimg)
-    return iter(DataLoader(dataset, batch_sampler=sampler, persistent_workers=num_workers > 0, **loader_kwargs))
+    return iter(
+        DataLoader(dataset, batch_sampler=sampler, persistent_workers=num_workers > 0, **loader_kwargs)
+    )
 
 
 def _stream_batches(
@@ -127,7 +138,9 @@ def _stream_batches(
     epochs = hasattr(dataset, "set_epoch") and hasattr(dataset, "__len__")
     epoch = -(-start_nimg // len(dataset)) if epochs else 0
     if start_nimg and not epochs:
-        log.warning("%s has no set_epoch()/__len__: the resumed run restarts its stream", type(dataset).__name__)
+        log.warning(
+            "%s has no set_epoch()/__len__: the resumed run restarts its stream", type(dataset).__name__
+        )
     while True:
         if epochs:
             dataset.set_epoch(epoch)  # before the loader copies the dataset into its workers
@@ -149,11 +162,15 @@ def label_probabilities(dataset: Dataset | IterableDataset, c_dim: int) -> torch
         raise ValueError("conditional training needs dataset.label_distribution() (class frequencies)")
     probs = torch.as_tensor(np.asarray(dataset.label_distribution(), dtype=np.float64))
     if probs.shape != (c_dim,) or bool((probs < 0).any()) or float(probs.sum()) <= 0:
-        raise ValueError(f"dataset.label_distribution() must be {c_dim} non-negative frequencies, got {probs.tolist()}")
+        raise ValueError(
+            f"dataset.label_distribution() must be {c_dim} non-negative frequencies, got {probs.tolist()}"
+        )
     return probs / probs.sum()
 
 
-def sample_labels(probs: torch.Tensor | None, shape: Sequence[int], generator: torch.Generator) -> torch.Tensor:
+def sample_labels(
+    probs: torch.Tensor | None, shape: Sequence[int], generator: torch.Generator
+) -> torch.Tensor:
     """One-hot labels ``[*shape, c_dim]`` drawn from ``probs`` (``[*shape, 0]`` when unconditional)."""
     if probs is None:
         return torch.zeros([*shape, 0])

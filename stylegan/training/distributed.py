@@ -91,7 +91,9 @@ def init_distributed(device: str | torch.device | None = None) -> DistributedCon
         return DistributedContext(device=resolve_device(device))
     missing = [name for name in _ENV_VARS if name not in os.environ]
     if missing:
-        raise RuntimeError(f"WORLD_SIZE={world_size} but {', '.join(missing)} not set; start the job with torchrun")
+        raise RuntimeError(
+            f"WORLD_SIZE={world_size} but {', '.join(missing)} not set; start the job with torchrun"
+        )
     rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
     resolved = resolve_device(device, local_rank)
     if resolved.type == "cuda":
@@ -119,5 +121,5 @@ def all_reduce_gradients(module: nn.Module, ctx: DistributedContext) -> None:
         return
     flat = torch.cat([p.grad.flatten() for p in params])
     dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-    for p, reduced in zip(params, flat.split([p.numel() for p in params])):
+    for p, reduced in zip(params, flat.split([p.numel() for p in params]), strict=True):
         p.grad.copy_(reduced.view_as(p))

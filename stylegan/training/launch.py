@@ -82,7 +82,9 @@ class TickRecorder:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m stylegan.training.launch", description=__doc__.split("::")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m stylegan.training.launch", description=__doc__.split("::")[0]
+    )
     parser.add_argument("job", type=Path, help="JSON job file")
     job = Job.load(parser.parse_args(argv).job)
     ctx = init_distributed(job.device)
@@ -105,7 +107,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = resolve_config(job.cfg, dataset.resolution, ctx.world_size, job.overrides)
         job.run_dir.mkdir(parents=True, exist_ok=True)
         recorder = TickRecorder(job.run_dir) if ctx.is_main else None
-        summary = train(config, dataset, job.run_dir, distributed=ctx, progress_callback=recorder, num_workers=job.workers)
+        summary = train(
+            config, dataset, job.run_dir, distributed=ctx, progress_callback=recorder, num_workers=job.workers
+        )
         if ctx.is_main and job.network_out is not None:
             save_network(job.network_out, summary.G_ema)
     finally:

@@ -142,9 +142,15 @@ def train(
     weights) instead of fresh ones; a checkpoint in ``run_dir`` still takes precedence. ``distributed`` is
     the process group from :func:`~stylegan.training.distributed.init_distributed` (default: one process
     on ``device``). Raises :class:`TrainingDiverged` within one tick of a NaN/Inf.
+
+    With ``resume=False`` the run starts afresh, and ``run_dir`` must not hold checkpoints yet.
     """
     ctx = distributed or DistributedContext(device=resolve_device(device))
     trainer = _Trainer(config, dataset, Path(run_dir), ctx, G, D, G_ema, num_workers)
+    if not resume and trainer.checkpoints.paths():
+        raise ValueError(
+            f"{trainer.checkpoints.directory} already holds checkpoints; resume or use a new run_dir"
+        )
     resumed_from = trainer.restore() if resume else None
     return trainer.run(progress_callback, resumed_from)
 
@@ -167,7 +173,9 @@ class _Trainer:
         self.dataset, self.run_dir, self.num_workers = dataset, run_dir, num_workers
         self.shape = dataset_shape(dataset)
         if self.shape.resolution != config.resolution:
-            raise ValueError(f"config.resolution={config.resolution} but the dataset has {self.shape.resolution} px")
+            raise ValueError(
+                f"config.resolution={config.resolution} but the dataset has {self.shape.resolution} px"
+            )
         if self.device.type == "cuda":  # as NVIDIA: fast convolutions, exact fp32 matmuls
             torch.backends.cudnn.benchmark = True
             torch.backends.cuda.matmul.allow_tf32 = False
@@ -176,7 +184,9 @@ class _Trainer:
         _seed_all(config.seed)  # identical fresh networks on every rank
         built_G, built_D = (None, None)
         if G is None or D is None:
-            built_G, built_D = build_networks(config, img_channels=self.shape.channels, c_dim=self.shape.c_dim)
+            built_G, built_D = build_networks(
+                config, img_channels=self.shape.channels, c_dim=self.shape.c_dim
+            )
         self.G = (G if G is not None else built_G).train().requires_grad_(False).to(self.device)
         self.D = (D if D is not None else built_D).train().requires_grad_(False).to(self.device)
         G_ema = G_ema if G_ema is not None else copy.deepcopy(self.G)
@@ -251,9 +261,11 @@ class _Trainer:
         if len(per_rank) == self.ctx.world_size:
             restore_rng_state(per_rank[self.ctx.rank], self.device)
         else:
-            log.warning("checkpoint was written by %d processes, this job has %d: reseeding", len(per_rank),
-                        self.ctx.world_size)  # fmt: skip
-            _seed_all(int(np.random.SeedSequence([self.config.seed, self.counters.cur_nimg, self.ctx.rank]).generate_state(1)[0]))
+            log.warning(
+                "checkpoint of %d processes, job of %d: reseeding", len(per_rank), self.ctx.world_size
+            )
+            entropy = [self.config.seed, self.counters.cur_nimg, self.ctx.rank]
+            _seed_all(int(np.random.SeedSequence(entropy).generate_state(1)[0]))
         log.info("resumed from %s at kimg %.1f", path, self.counters.cur_nimg / 1000)
         return path
 
@@ -287,7 +299,9 @@ class _Trainer:
 
     def run(self, progress_callback: ProgressCallback | None, resumed_from: Path | None) -> TrainingSummary:
         config, counters = self.config, self.counters
-        summary = TrainingSummary(self.run_dir, counters.cur_nimg, counters.cur_tick, resumed_from, resumed_from)
+        summary = TrainingSummary(
+            self.run_dir, counters.cur_nimg, counters.cur_tick, resumed_from, resumed_from
+        )
         if counters.cur_nimg >= config.total_nimg:
             log.info("nothing to do: %s already trained on %.1f kimg", self.run_dir, counters.cur_nimg / 1000)
             return self._finish(summary)
@@ -335,9 +349,11 @@ class _Trainer:
         """One minibatch: every due phase, the G_ema update and the ADA adjustment."""
         config, ctx, counters, device = self.config, self.ctx, self.counters, self.device
         if real_img.shape[0] != config.batch_per_gpu:
-            raise ValueError(f"the dataset gave {real_img.shape[0]} images, expected {config.batch_per_gpu} per rank")
-        real_img = (real_img.to(device, non_blocking=True).to(torch.float32) / 127.5 - 1).split(config.batch_gpu)
-        real_c = real_c.to(device, non_blocking=True).to(torch.float32).split(config.batch_gpu)
+            raise ValueError(
+                f"the dataset gave {real_img.shape[0]} images, expected {config.batch_per_gpu} per rank"
+            )
+        real_img = real_img.to(device, non_blocking=True).to(torch.float32) / 127.5 - 1
+        real_img, real_c = real_img.split(config.batch_gpu), real_c.to(device).split(config.batch_gpu)
         shape = [len(self.phases), config.batch]
         all_z = torch.randn([*shape, self.G.z_dim], generator=self.latent_generator)
         all_c = sample_labels(self.label_probs, shape, self.latent_generator)
@@ -345,19 +361,24 @@ class _Trainer:
         all_z, all_c = all_z[:, mine].to(device), all_c[:, mine].to(device)
         num_rounds = len(real_img) * ctx.world_size
 
-        for phase, phase_z, phase_c in zip(self.phases, all_z, all_c):
+        for phase, phase_z, phase_c in zip(self.phases, all_z, all_c, strict=True):
             if counters.batch_idx % phase.interval != 0 or not self._has_work(phase.name):
                 continue
             phase.opt.zero_grad(set_to_none=True)
             phase.module.requires_grad_(True)
-            rounds = zip(real_img, real_c, phase_z.split(config.batch_gpu), phase_c.split(config.batch_gpu))
+            rounds = zip(
+                real_img,
+                real_c,
+                phase_z.split(config.batch_gpu),
+                phase_c.split(config.batch_gpu),
+                strict=True,
+            )
             for round_img, round_c, gen_z, gen_c in rounds:
                 stats = self.loss.accumulate_gradients(
                     phase.name, round_img, round_c, gen_z, gen_c, gain=phase.interval / num_rounds
                 )
-                real_logits = stats.pop("real_logits", None)
-                if self.ada is not None and real_logits is not None:
-                    self.ada.observe(real_logits)
+                if self.ada is not None and "scores_real" in stats:
+                    self.ada.observe(stats["scores_real"])
                 self.stats.add(phase.name, stats)
             phase.module.requires_grad_(False)
             all_reduce_gradients(phase.module, ctx)
@@ -368,7 +389,9 @@ class _Trainer:
             if phase.name in ("Greg", "Gboth") and ctx.is_distributed:
                 ctx.all_reduce_sum(self.loss.pl_mean).div_(ctx.world_size)
 
-        update_ema(self.G_ema, self.G, ema_beta(counters.cur_nimg, config.batch, config.ema_kimg, config.ema_rampup))
+        update_ema(
+            self.G_ema, self.G, ema_beta(counters.cur_nimg, config.batch, config.ema_kimg, config.ema_rampup)
+        )
         counters.cur_nimg += config.batch
         counters.batch_idx += 1
         if self.ada is not None:

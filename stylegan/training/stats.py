@@ -33,9 +33,11 @@ class TickStats:
         keys = sorted(self._sums)
         if not keys:
             return {}
-        packed = torch.stack([torch.stack([self._sums[k], self._sums[k].new_tensor(self._counts[k])]) for k in keys])
+        packed = torch.stack(
+            [torch.stack([self._sums[k], self._sums[k].new_tensor(self._counts[k])]) for k in keys]
+        )
         totals = ctx.all_reduce_sum(packed).tolist()
-        return {key: total / count for key, (total, count) in zip(keys, totals)}
+        return {key: total / count for key, (total, count) in zip(keys, totals, strict=True)}
 
     def reset(self) -> None:
         self._sums.clear()
