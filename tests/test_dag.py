@@ -1,4 +1,5 @@
-"""The whole DAG in a real DVC repo in a temp dir, on tiny params: outputs, caching, targeted reruns."""
+"""The whole demo DAG in a real DVC repo in a temp dir, on tiny params, run by the Prefect flow:
+outputs, caching (a second run of the flow or of `dvc repro` does nothing), targeted reruns."""
 
 import json
 import os
@@ -9,6 +10,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from pipeline.flow import StageOutcome, pipeline_flow
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ("stylegan", "pipeline", "stages", "dvc.yaml", "pyproject.toml")
@@ -35,7 +38,9 @@ def tiny_params() -> dict:
 
 def run(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
     result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    assert result.returncode == 0, (
+        f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    )
     return result
 
 
@@ -44,7 +49,7 @@ def ran_stages(output: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory):
+def repo(tmp_path_factory, prefect_harness):
     repo = tmp_path_factory.mktemp("dag")
     for name in PROJECT_FILES:
         source = ROOT / name
@@ -70,13 +75,20 @@ def repo(tmp_path_factory):
         ["git", "commit", "-qm", "init"],
     ):
         run(cmd, repo, env)
-    first = run([sys.executable, "-m", "dvc", "repro"], repo, env)
-    return repo, env, first.stdout + first.stderr
+    with pytest.MonkeyPatch.context() as patch:  # the flow's stage commands inherit this environment
+        for key, value in env.items():
+            patch.setenv(key, value)
+        patch.delenv("DVC_ROOT", raising=False)
+        first = pipeline_flow(repo_dir=str(repo))
+        second = pipeline_flow(repo_dir=str(repo))
+    return repo, env, first, second
 
 
-def test_full_dag_runs_in_order_and_writes_every_output(repo):
-    path, _, output = repo
-    assert ran_stages(output) == STAGES
+def test_flow_runs_the_dag_in_order_and_writes_every_output(repo):
+    path, _, first, _ = repo
+    assert [(run.stage, run.outcome) for run in first.stages] == [
+        (stage, StageOutcome.RAN) for stage in STAGES
+    ]
     for out in ("data/shards/index.json", "models/G_ema.safetensors", "models/w_avg.safetensors",
                 "plots/train.tsv", "metrics/train.json", "reports/index.html"):  # fmt: skip
         assert (path / out).is_file(), out
@@ -92,15 +104,22 @@ def test_full_dag_runs_in_order_and_writes_every_output(repo):
     assert index["count"] == 48 and index["resolution"] == 16
 
 
+def test_second_flow_run_finds_every_stage_up_to_date(repo):
+    _, _, _, second = repo
+    assert [(run.stage, run.outcome) for run in second.stages] == [
+        (stage, StageOutcome.UP_TO_DATE) for stage in STAGES
+    ]
+
+
 def test_second_repro_does_nothing(repo):
-    path, env, _ = repo
+    path, env, _, _ = repo
     result = run([sys.executable, "-m", "dvc", "repro"], path, env)
     assert ran_stages(result.stdout) == []
     assert "up to date" in result.stdout
 
 
 def test_prepare_param_change_reruns_prepare_only(repo):
-    path, env, _ = repo
+    path, env, _, _ = repo
     params = yaml.safe_load((path / "params.yaml").read_text())
     params["prepare"]["filter"] = "box"
     (path / "params.yaml").write_text(yaml.safe_dump(params))
