@@ -27,7 +27,7 @@ from pipeline.align_folder import PNG_COMPRESS_LEVEL, AlignConfig, align_folder,
 from pipeline.faces import detect_landmarks
 from pipeline.images import load_pil_rgb
 
-ASTRONAUT = Path(__file__).resolve().parents[2] / "shared" / "reference" / "ffhq_align" / "astronaut.png"
+ASTRONAUT = Path(__file__).resolve().parents[1] / "tests" / "reference" / "ffhq_align" / "astronaut.png"
 
 
 def _per_step_ms(path: Path, output_size: int, repeats: int = 3) -> dict[str, float]:

@@ -1,7 +1,7 @@
 """FFHQ face alignment against the official script's output, and the batch driver on real files.
 
-The reference images in ``shared/reference/ffhq_align`` were made by NVlabs' ``recreate_aligned_images``
-from the landmarks stored next to them.
+The reference images in ``tests/reference/ffhq_align`` (a copy of ``shared/reference``) were made by
+NVlabs' ``recreate_aligned_images`` from the landmarks stored next to them.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pipeline.align import align_ffhq, detect_landmarks, ffhq_quad
 from pipeline.align_folder import align_folder
 from tests.bad_inputs import loadable, make_bad_input_corpus
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "ffhq_align"
+REFERENCE = Path(__file__).resolve().parent / "reference" / "ffhq_align"
 
 MIN_PSNR = 45.0
 

@@ -1,6 +1,6 @@
 """stylegan.generate and the ``python -m stylegan`` CLI.
 
-Exactness is checked against NVIDIA's own outputs for the reference network in /work/shared/reference;
+Exactness is checked against NVIDIA's own outputs for the reference network in tests/reference;
 the rest uses small random networks built from stylegan.networks_stylegan2.
 """
 
@@ -23,8 +23,7 @@ from stylegan.generate import Generator, image_grid, parse_seeds, slerp, style_l
 from stylegan.networks_stylegan2 import Generator as StyleGAN2
 from stylegan.serialization import save_network
 
-REFERENCE = Path("/work/shared/reference/sg2ada_G64_D64.npz")
-needs_reference = pytest.mark.skipif(not REFERENCE.exists(), reason=f"reference network {REFERENCE} absent")
+REFERENCE = Path(__file__).resolve().parent / "reference" / "sg2ada_G64_D64.npz"
 RES = 16
 
 
@@ -67,7 +66,6 @@ def reference_G() -> Generator:
 # --- against NVIDIA's outputs ---------------------------------------------------------------------
 
 
-@needs_reference
 def test_reference_mapping_and_truncation(reference, reference_G):
     G = reference_G
     z = torch.from_numpy(reference["in/z"])
@@ -75,7 +73,6 @@ def test_reference_mapping_and_truncation(reference, reference_G):
     np.testing.assert_allclose(G.map(z, psi=0.7).numpy(), reference["out/ws_trunc_psi0.7"], rtol=0, atol=1e-5)
 
 
-@needs_reference
 def test_reference_images_are_quantised_as_nvidia_does(reference, reference_G):
     G = reference_G
     images = G.synthesize(G.map(torch.from_numpy(reference["in/z"])), noise_mode="const")
@@ -91,7 +88,6 @@ def test_reference_images_are_quantised_as_nvidia_does(reference, reference_G):
     assert (np.round(np.clip(official, 0, 255)) != expected).mean() > 0.3
 
 
-@needs_reference
 def test_reference_style_mixing_ws(reference, reference_G):
     G = reference_G
     ws = torch.from_numpy(reference["out/ws"])
