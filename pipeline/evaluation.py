@@ -22,9 +22,9 @@ from pipeline.params import Params
 from pipeline.tracking import reopen_run
 from pipeline.training import dataset_fingerprint
 from stylegan.dataset import ShardDataset
+from stylegan.devices import resolve_device
 from stylegan.metrics import compute_metrics, w_average
 from stylegan.serialization import load_network
-from stylegan.training.distributed import resolve_device
 
 log = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
 from tqdm import tqdm
 
+from .devices import resolve_device
 from .generate import ANIMATION_FORMATS, NOISE_MODES, Generator, parse_seeds, to_pil
 
 
@@ -55,9 +55,7 @@ def _positive(text: str) -> int:
 
 
 def _device(text: str) -> str:
-    if text == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return text
+    return str(resolve_device(text))
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -14,6 +14,7 @@ import yaml
 from mlflow import MlflowClient
 
 from pipeline.evaluation import EvalPaths
+from pipeline.files import read_jsonl
 from pipeline.params import PARAMS_FILE, Params, ParamsError, parse_params
 from pipeline.report.hardware import describe_hardware
 from pipeline.report.render import render_report
@@ -21,7 +22,7 @@ from pipeline.report.tables import params_diff
 from pipeline.stage import read_timings
 from pipeline.tracking import RunInfo, reopen_run
 from pipeline.training import TrainOutputs
-from stylegan.training.distributed import resolve_device
+from stylegan.devices import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +49,7 @@ def skipped_summary(files: tuple[Path, ...] = SKIPPED_FILES) -> dict[str, int]:
     reasons: Counter[str] = Counter()
     for path in files:
         if path.exists():
-            for line in path.read_text().splitlines():
-                if line.strip():
-                    reasons[f"{path.parent.name}: {json.loads(line)['reason']}"] += 1
+            reasons.update(f"{path.parent.name}: {row['reason']}" for row in read_jsonl(path))
     return dict(reasons)
 
 

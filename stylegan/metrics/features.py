@@ -14,11 +14,6 @@ Head = Callable[[torch.Tensor], torch.Tensor]
 """uint8 ``[N, 3, H, W]`` on the device -> ``[N, D]``."""
 
 
-def resolve_device(device: torch.device | str | None) -> torch.device:
-    """``device`` as given, else CUDA when available, else CPU."""
-    return torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
-
-
 def extract_features(
     batches: Iterable[ImageBatch],
     heads: Mapping[str, Head],

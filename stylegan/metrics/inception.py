@@ -8,8 +8,10 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 
+from stylegan.devices import resolve_device
+
 from .detectors import DetectorStore, InceptionDetector
-from .features import extract_features, resolve_device
+from .features import extract_features
 from .images import ImageBatch, iterate_batches
 
 DEFAULT_INCEPTION = "fid-helper-inception"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from stylegan.devices import resolve_device
+
 
 def _unbiased_mmd2(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Unbiased MMD^2 between equal-size samples with kernel ``k(u, v) = (u.v / d + 1)^3``."""
@@ -38,7 +40,7 @@ def kid_from_features(
         raise ValueError(f"KID needs at least 2 samples per subset, got subset size {m}")
     if num_subsets < 1:
         raise ValueError(f"num_subsets must be positive, got {num_subsets}")
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(device)
     a_t = torch.from_numpy(a).to(device, torch.float64)
     b_t = torch.from_numpy(b).to(device, torch.float64)
     rng = np.random.default_rng(seed)

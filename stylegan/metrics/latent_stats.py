@@ -9,6 +9,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from stylegan.devices import resolve_device
+
 from .sampling import LabelSampler, prepare_generator, sample_labels, seeded
 
 PERCENTILES = (1, 5, 25, 50, 75, 95, 99)
@@ -53,7 +55,7 @@ def w_average(
     """
     if num_samples < 2:
         raise ValueError(f"num_samples must be at least 2, got {num_samples}")
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(device)
     G = prepare_generator(G, device)
     total = sq_total = None
     distances = []

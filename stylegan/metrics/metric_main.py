@@ -17,9 +17,11 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from stylegan.devices import resolve_device
+
 from .detectors import DetectorFile, DetectorStore, DetectorUnavailable
 from .feature_cache import cached_dataset_features, load_cached_features
-from .features import Head, extract_features, resolve_device
+from .features import Head, extract_features
 from .frechet import fid_from_features
 from .images import ImageBatch, iterate_batches, with_mirrors
 from .inception import DEFAULT_INCEPTION

@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from stylegan.devices import resolve_device
+
 
 def _kth_neighbour_radii(
     manifold: torch.Tensor, k: int, row_batch_size: int, col_batch_size: int
@@ -54,7 +56,7 @@ def precision_recall(
     Distances are computed in float32; NVIDIA rounds the features to float16 first, which can flip
     points lying within float16 precision of a ball's surface.
     """
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(device)
     real_t, gen_t = torch.as_tensor(real), torch.as_tensor(gen)
     if real_t.ndim != 2 or gen_t.ndim != 2 or real_t.shape[1] != gen_t.shape[1]:
         raise ValueError(

@@ -18,17 +18,9 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from stylegan.devices import resolve_device
+
 _ENV_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-
-
-def resolve_device(device: str | torch.device | None, local_rank: int = 0) -> torch.device:
-    """``None``/``"auto"``: this process's CUDA device when CUDA is available, else the CPU."""
-    if device is None or device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(device)
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", local_rank)
-    return device
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from torch import nn
 from torch.utils.data import Dataset, IterableDataset
 
 from stylegan.augment import AdaController, AugmentPipe
+from stylegan.devices import resolve_device
 from stylegan.generate import Generator as Sampler
 from stylegan.generate import image_grid
 from stylegan.loss import StyleGAN2Loss, lazy_regularization_adam
@@ -47,7 +48,7 @@ from stylegan.training.data import (
     real_batches,
     sample_labels,
 )
-from stylegan.training.distributed import DistributedContext, all_reduce_gradients, resolve_device
+from stylegan.training.distributed import DistributedContext, all_reduce_gradients
 from stylegan.training.ema import ema_beta, update_ema
 from stylegan.training.stats import TickStats, merge_phases, peak_memory_mb, reset_peak_memory
 
