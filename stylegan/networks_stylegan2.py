@@ -28,6 +28,7 @@ from stylegan.layers import (
     check_shape,
 )
 from stylegan.ops import (
+    activation_memory_format,
     activation_spec,
     bias_act,
     downsample2d,
@@ -269,9 +270,7 @@ class SynthesisBlock(nn.Module):
         check_shape(f"ws of block b{self.resolution}", ws, [None, self.num_conv + self.num_torgb, self.w_dim])
         w_iter = iter(ws.unbind(dim=1))
         dtype = compute_dtype(self.use_fp16, force_fp32, ws.device)
-        memory_format = (
-            torch.channels_last if self.channels_last and not force_fp32 else torch.contiguous_format
-        )
+        memory_format = activation_memory_format(self.channels_last and not force_fp32, ws.device)
         if fused_modconv is None:
             # Both compute the same. NVIDIA's rule: per-sample weights (one grouped convolution) at
             # inference in float32; scaled activations in training and float16. On CPU, grouped
@@ -282,8 +281,8 @@ class SynthesisBlock(nn.Module):
         layer_kwargs = dict(noise_mode=noise_mode, fused_modconv=fused_modconv)
 
         if self.in_channels == 0:
-            x = self.const.to(dtype=dtype, memory_format=memory_format)
-            x = x.unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])
+            x = self.const.to(dtype=dtype).unsqueeze(0).repeat([ws.shape[0], 1, 1, 1])
+            x = x.contiguous(memory_format=memory_format)
         else:
             check_shape(
                 f"input of block b{self.resolution}",
@@ -524,9 +523,7 @@ class DiscriminatorBlock(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         device = (x if x is not None else img).device
         dtype = compute_dtype(self.use_fp16, force_fp32, device)
-        memory_format = (
-            torch.channels_last if self.channels_last and not force_fp32 else torch.contiguous_format
-        )
+        memory_format = activation_memory_format(self.channels_last and not force_fp32, device)
 
         if x is not None:
             check_shape(

@@ -19,7 +19,15 @@ from stylegan.interop import load_official_npz, save_official_npz
 from stylegan.latents import style_mix, truncate
 from stylegan.layers import MinibatchStdLayer
 from stylegan.networks_stylegan2 import Discriminator, Generator
-from stylegan.ops import bias_act, conv2d_resample, modulated_conv2d, setup_filter, upfirdn2d, use_impl
+from stylegan.ops import (
+    activation_memory_format,
+    bias_act,
+    conv2d_resample,
+    modulated_conv2d,
+    setup_filter,
+    upfirdn2d,
+    use_impl,
+)
 from stylegan.serialization import load_network, read_network_metadata, save_network
 
 IMPLS = ("ref", "fast")
@@ -118,7 +126,8 @@ def test_setup_filter_is_normalised_binomial():
 @pytest.mark.parametrize(
     "up, down, kernel", [(1, 1, 3), (2, 1, 3), (1, 2, 3), (1, 2, 1), (2, 1, 1), (1, 1, 1)]
 )
-def test_conv2d_resample_matches_its_definition(impl, up, down, kernel):
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_conv2d_resample_matches_its_definition(impl, up, down, kernel, memory_format):
     """Definition: zero-stuff, pad once, FIR-filter, convolve ('valid'), FIR-filter, subsample."""
     torch.manual_seed(0)
     x = torch.randn(2, 5, 8, 8, dtype=torch.float64)
@@ -133,7 +142,9 @@ def test_conv2d_resample_matches_its_definition(impl, up, down, kernel):
         expected = upfirdn2d(F.conv2d(F.pad(x, [p + 1] * 4), w), f, down=2, impl="ref")
     else:
         expected = F.conv2d(x, w, padding=p)
-    out = conv2d_resample(x, w, f=f, up=up, down=down, padding=p, impl=impl)
+    out = conv2d_resample(
+        x.contiguous(memory_format=memory_format), w, f=f, up=up, down=down, padding=p, impl=impl
+    )
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-10)
 
 
@@ -141,7 +152,8 @@ def test_conv2d_resample_matches_its_definition(impl, up, down, kernel):
 @pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("demodulate", [True, False])
 @pytest.mark.parametrize("up, kernel", [(1, 3), (2, 3), (1, 1)])
-def test_modulated_conv2d_matches_per_sample_convolution(impl, fused, demodulate, up, kernel):
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_modulated_conv2d_matches_per_sample_convolution(impl, fused, demodulate, up, kernel, memory_format):
     torch.manual_seed(0)
     x = torch.randn(3, 6, 8, 8, dtype=torch.float64)
     weight = torch.randn(5, 6, kernel, kernel, dtype=torch.float64)
@@ -149,7 +161,7 @@ def test_modulated_conv2d_matches_per_sample_convolution(impl, fused, demodulate
     noise = torch.randn(3, 1, 8 * up, 8 * up, dtype=torch.float64)
     f = setup_filter().double()
     out = modulated_conv2d(
-        x,
+        x.contiguous(memory_format=memory_format),
         weight,
         styles,
         noise=noise,
@@ -328,6 +340,26 @@ def test_noise_modes():
     assert "synthesis.b8.conv0.noise_const" in dict(G.named_buffers())
     with pytest.raises(ValueError, match="noise_mode"):
         G.synthesis(ws, noise_mode="fixed")
+
+
+def test_fast_formulation_keeps_cpu_feature_maps_channels_last():
+    """On CPU the fast formulation runs every block NHWC (no reorders around oneDNN convolutions);
+    the reference formulation keeps NVIDIA's layout. Same function either way (tests above)."""
+    cpu = torch.device("cpu")
+    assert activation_memory_format(False, cpu) == torch.channels_last
+    with use_impl("ref"):
+        assert activation_memory_format(False, cpu) == torch.contiguous_format
+        assert activation_memory_format(True, cpu) == torch.channels_last
+    feature_maps = []
+    G = small_generator().eval()
+    G.synthesis.b16.conv1.register_forward_hook(lambda module, args, out: feature_maps.append(out))
+    with torch.no_grad():
+        G(torch.randn(2, 16), None)
+        with use_impl("ref"):
+            G(torch.randn(2, 16), None)
+    fast_map, ref_map = feature_maps
+    assert fast_map.is_contiguous(memory_format=torch.channels_last) and not fast_map.is_contiguous()
+    assert ref_map.is_contiguous()
 
 
 def test_channels_last_equals_contiguous():

@@ -26,14 +26,35 @@ def _conv(
     return F.conv2d(x, w, stride=stride, padding=padding, groups=groups)
 
 
+def _is_channels_last(x: torch.Tensor) -> bool:
+    """True when ``x`` is laid out NHWC (and not also plainly contiguous, as with one channel)."""
+    return not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
+
+
+def _pixels_by_channels(x: torch.Tensor) -> torch.Tensor:
+    """The ``[N, H*W, C]`` view of a channels-last ``[N, C, H, W]`` tensor (no copy)."""
+    n, c, h, width = x.shape
+    return x.permute(0, 2, 3, 1).reshape(n, h * width, c)
+
+
+def _from_pixels_by_channels(y: torch.Tensor, h: int, width: int) -> torch.Tensor:
+    """Inverse of :func:`_pixels_by_channels`: ``[N, H*W, C]`` to a channels-last ``[N, C, H, W]`` view."""
+    n, _, c = y.shape
+    return y.reshape(n, h, width, c).permute(0, 3, 1, 2)
+
+
 def _pointwise(x: torch.Tensor, w: torch.Tensor, impl: str | None) -> torch.Tensor:
-    """1x1 convolution without padding. The fast formulation is a batched matrix product, which on CPU
-    is far quicker than a convolution with so little work per pixel (e.g. to and from RGB)."""
-    if resolve_impl(impl) == "fast" and x.is_contiguous():
-        n, _, h, width = x.shape
-        w = w.reshape(1, w.shape[0], -1).expand(n, -1, -1)
-        return torch.bmm(w, x.reshape(n, -1, h * width)).reshape(n, -1, h, width)
-    return F.conv2d(x, w)
+    """1x1 convolution without padding. The fast formulation is a matrix product, which on CPU is far
+    quicker than a convolution with so little work per pixel (e.g. to and from RGB)."""
+    if resolve_impl(impl) != "fast":
+        return F.conv2d(x, w)
+    n, _, h, width = x.shape
+    w = w.reshape(w.shape[0], -1)
+    if _is_channels_last(x):
+        return _from_pixels_by_channels(torch.matmul(_pixels_by_channels(x), w.t()), h, width)
+    if x.is_contiguous():
+        return torch.bmm(w.expand(n, -1, -1), x.reshape(n, -1, h * width)).reshape(n, -1, h, width)
+    return F.conv2d(x, w[:, :, None, None])
 
 
 def _transpose_weight(w: torch.Tensor, groups: int, impl: str | None) -> torch.Tensor:
@@ -165,7 +186,7 @@ def modulated_conv2d(
 
     fast = resolve_impl(impl) == "fast"
     pointwise = kh == kw == 1 and up == down == 1 and parse_padding(padding) == (0, 0, 0, 0)
-    if fast and pointwise and x.is_contiguous():
+    if fast and pointwise and (x.is_contiguous() or _is_channels_last(x)):
         return _modulated_pointwise(x, weight, styles, demodulate, noise)
     coefficients = _fast_coefficients if fast else _ref_coefficients
     w, dcoefs = coefficients(weight, styles, demodulate, fused_modconv)
@@ -231,6 +252,9 @@ def _modulated_pointwise(
     no pass over ``x`` to modulate it and no convolution with little work per pixel (toRGB)."""
     n, in_channels, h, width = x.shape
     w, _ = _fast_coefficients(weight, styles, demodulate, fused=True)
-    x = torch.bmm(w.reshape(n, -1, in_channels).to(x.dtype), x.reshape(n, in_channels, h * width))
-    x = x.reshape(n, -1, h, width)
+    w = w.reshape(n, -1, in_channels).to(x.dtype)
+    if _is_channels_last(x):
+        x = _from_pixels_by_channels(torch.bmm(_pixels_by_channels(x), w.transpose(1, 2)), h, width)
+    else:
+        x = torch.bmm(w, x.reshape(n, in_channels, h * width)).reshape(n, -1, h, width)
     return x if noise is None else x + noise.to(x.dtype)

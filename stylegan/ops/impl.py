@@ -16,6 +16,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+import torch
+
 IMPLS = ("fast", "ref")
 _current = "fast"
 
@@ -44,3 +46,15 @@ def use_impl(impl: str) -> Iterator[None]:
         yield
     finally:
         _current = previous
+
+
+def activation_memory_format(channels_last: bool, device: torch.device) -> torch.memory_format:
+    """Memory format for a block's feature maps.
+
+    ``channels_last`` is the network's own request (NVIDIA's ``fp16_channels_last``). The fast
+    formulation also uses it on CPU: oneDNN's NHWC convolutions read and write the tensors as they
+    are, while NCHW tensors are reordered to a blocked layout and back at every convolution.
+    """
+    if channels_last or (_current == "fast" and device.type == "cpu"):
+        return torch.channels_last
+    return torch.contiguous_format
