@@ -8,7 +8,9 @@ is reported, which evens out a busy machine. Variants:
 * ``full``: lazy R1 (every 16 minibatches) and path length (every 4), ADA ``bgc`` at p = 0.2;
 * ``no-reg``: no R1 and no path length regularisation: the cost of the regularisers;
 * ``eager-reg``: both regularisers on every minibatch (``Gboth``/``Dboth``): what lazy regularisation saves;
-* ``no-aug``: no augmentation: the cost of the ADA pipeline.
+* ``no-aug``: no augmentation: the cost of the ADA pipeline;
+* ``ref-ops``: the full step with the reference formulation of every op (``stylegan.ops.impl``, the
+  structure of NVIDIA's pure-PyTorch code): what the fast ops gain in the whole loop.
 
 Peak memory is ``torch.cuda.max_memory_allocated`` per variant on CUDA; on the CPU it is the process's
 peak RSS so far, which only grows from one variant to the next.
@@ -26,14 +28,16 @@ from pathlib import Path
 
 import torch
 
+from stylegan.ops import use_impl
 from stylegan.training import TickReport, resolve_config, train
 from stylegan.training.data import TensorImageDataset
 
-VARIANTS = {
-    "full": {},
-    "no-reg": {"gamma": 0, "pl_weight": 0},
-    "eager-reg": {"r1_interval": 0, "pl_interval": 0},
-    "no-aug": {"aug": "noaug"},
+VARIANTS = {  # name: (config overrides, ops formulation)
+    "full": ({}, "fast"),
+    "no-reg": ({"gamma": 0, "pl_weight": 0}, "fast"),
+    "eager-reg": ({"r1_interval": 0, "pl_interval": 0}, "fast"),
+    "no-aug": ({"aug": "noaug"}, "fast"),
+    "ref-ops": ({}, "ref"),
 }
 
 
@@ -51,15 +55,16 @@ def run_variant(args: argparse.Namespace, name: str, run_dir: Path) -> dict[str,
         "aug_p": 0.2,
         "sample_seeds": [0],
         **({} if args.full_size else {"channel_base": args.channel_base, "channel_max": args.channel_max}),
-        **VARIANTS[name],
+        **VARIANTS[name][0],
     }
     config = resolve_config(args.cfg, args.resolution, 1, overrides)
     images = torch.randint(
         0, 256, [max(args.batch * 4, 64), 3, args.resolution, args.resolution], dtype=torch.uint8
     )
     reports: list[TickReport] = []
-    train(config, TensorImageDataset(images), run_dir, device=args.device, progress_callback=reports.append,
-          num_workers=0)  # fmt: skip
+    with use_impl(VARIANTS[name][1]):
+        train(config, TensorImageDataset(images), run_dir, device=args.device,
+              progress_callback=reports.append, num_workers=0)  # fmt: skip
     timed = [r.metrics for r in reports[1:]]  # tick 0 is one minibatch of start-up
     return {
         "img_per_sec": statistics.fmean(m["img_per_sec"] for m in timed),
