@@ -4,7 +4,8 @@ Every op in :mod:`stylegan.ops` has two formulations that compute the same funct
 
 - ``"fast"`` (default): restructured for speed: FIR resampling without zero stuffing or discarded
   outputs, bias/activation/gain/clamp in one autograd function with in-place passes, demodulation
-  from a matmul, 1x1 convolutions as batched matmuls.
+  from a matmul, 1x1 convolutions as matmuls, and on CPU channels-last feature maps (see
+  :func:`activation_memory_format`).
 - ``"ref"``: the straightforward formulation (zero insertion + depthwise convolution for FIR
   filtering, one tensor op per step for bias/activation), the same structure as NVIDIA's pure
   PyTorch fallback. Tests use it as the independent check of the fast path and benchmarks as
