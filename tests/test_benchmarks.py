@@ -1,4 +1,4 @@
-"""The network benchmark runs end to end, including the side-by-side path for NVIDIA's code.
+"""The network and allocator benchmarks run end to end, including the side-by-side path for NVIDIA's code.
 
 NVIDIA's code is not shipped, so a stand-in checkout re-exports our own networks under
 ``training/networks.py``: that exercises the plumbing (constructor kwargs, state-dict names) that a
@@ -40,3 +40,17 @@ def test_bench_networks_rejects_a_folder_without_nvidia_networks(tmp_path):
     )  # fmt: skip
     assert result.returncode != 0
     assert f"--official-repo {tmp_path}: no training/networks.py there" in result.stderr
+
+
+def test_bench_malloc_compares_the_two_allocator_settings_in_child_processes():
+    result = subprocess.run(
+        [sys.executable, "benchmarks/bench_malloc.py", "--pairs", "1", "--ticks", "1", "--resolution", "16",
+         "--batch", "4", "--channel-base", "64", "--channel-max", "16"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = {fields[0]: fields[1:] for fields in map(str.split, result.stdout.splitlines()) if len(fields) == 4}
+    for setting in ("glibc-default", "keep-freed"):
+        img_per_sec, faults_per_img, peak_rss = (float(v) for v in rows[setting])
+        assert img_per_sec > 0 and faults_per_img >= 0 and peak_rss > 0
+    assert "keep-freed / glibc-default: x" in result.stdout

@@ -30,6 +30,7 @@ from torch import nn
 from torch.utils.data import Dataset, IterableDataset
 
 from stylegan.augment import AdaController, AugmentPipe
+from stylegan.cpu_malloc import keep_freed_memory
 from stylegan.devices import resolve_device
 from stylegan.generate import Generator as Sampler
 from stylegan.generate import image_grid
@@ -181,6 +182,8 @@ class _Trainer:
             torch.backends.cudnn.benchmark = True
             torch.backends.cuda.matmul.allow_tf32 = False
             torch.backends.cudnn.allow_tf32 = False
+        if self.device.type == "cpu":  # reuse freed tensor memory instead of page-faulting it back in
+            keep_freed_memory()
 
         _seed_all(config.seed)  # identical fresh networks on every rank
         built_G, built_D = (None, None)
