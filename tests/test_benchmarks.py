@@ -49,7 +49,8 @@ def test_bench_malloc_compares_the_two_allocator_settings_in_child_processes():
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    rows = {fields[0]: fields[1:] for fields in map(str.split, result.stdout.splitlines()) if len(fields) == 4}
+    table = [line.split() for line in result.stdout.splitlines()]
+    rows = {fields[0]: fields[1:] for fields in table if len(fields) == 4}
     for setting in ("glibc-default", "keep-freed"):
         img_per_sec, faults_per_img, peak_rss = (float(v) for v in rows[setting])
         assert img_per_sec > 0 and faults_per_img >= 0 and peak_rss > 0

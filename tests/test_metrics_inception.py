@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from stylegan.metrics import default_inception, inception_features, quantize_generated, tf1_bilinear_resize
+from stylegan.metrics.features import CPU_CHUNK, extract_features
 
 
 def numpy_tf1_resize(img: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
@@ -112,6 +113,23 @@ def test_inception_features_equal_the_network_on_nvidia_preprocessed_input(image
 def test_inception_features_repeat_gray_to_rgb(images, features):
     gray = inception_features(images[1:, :1], device="cpu", progress=False)
     np.testing.assert_allclose(gray[0], features[1], rtol=1e-4, atol=1e-5)
+
+
+def test_cpu_heads_see_chunks_and_every_image_in_order():
+    batches = [
+        torch.arange(19 * 3, dtype=torch.uint8).reshape(19, 3, 1, 1),
+        torch.zeros(5, 3, 1, 1, dtype=torch.uint8),
+    ]
+    seen = []
+
+    def head(x: torch.Tensor) -> torch.Tensor:
+        seen.append(x.shape[0])
+        return x.flatten(1).float()
+
+    out = extract_features(batches, {"pixels": head}, torch.device("cpu"), max_items=22, progress=False)
+    assert seen == [CPU_CHUNK, CPU_CHUNK, 19 - 2 * CPU_CHUNK, 3]
+    np.testing.assert_array_equal(out["pixels"][:19], batches[0].flatten(1).numpy())
+    np.testing.assert_array_equal(out["pixels"][19:], np.zeros((3, 3)))
 
 
 def test_inception_features_reject_float_images():
