@@ -22,6 +22,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+import torch
+from bench_train import MINIBATCHES_PER_TICK, run_variant
+
 from stylegan.cpu_malloc import OPT_OUT_VARIABLE
 
 SETTINGS = ("glibc-default", "keep-freed")
@@ -29,9 +32,6 @@ SETTINGS = ("glibc-default", "keep-freed")
 
 def child(args: argparse.Namespace) -> None:
     """Train in this process and print one JSON line of measurements."""
-    import torch
-    from bench_train import run_variant
-
     torch.set_num_threads(args.threads)
     train_args = argparse.Namespace(
         cfg="auto", resolution=args.resolution, batch=args.batch, ticks=args.ticks, full_size=False,
@@ -41,7 +41,7 @@ def child(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         result = run_variant(train_args, "full", Path(tmp))
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    images = args.batch * (1 + args.ticks * 16)
+    images = args.batch * (1 + args.ticks * MINIBATCHES_PER_TICK)  # tick 0 is one minibatch
     result["faults_per_img"] = (usage.ru_minflt - faults_before) / images
     result["peak_rss_mb"] = usage.ru_maxrss / 1024
     print(json.dumps(result))
@@ -58,7 +58,9 @@ def run_child(args: argparse.Namespace, setting: str) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=int, default=3, help="child processes per setting")
-    parser.add_argument("--ticks", type=int, default=2, help="timed ticks of 16 minibatches per child")
+    parser.add_argument(
+        "--ticks", type=int, default=2, help=f"timed ticks of {MINIBATCHES_PER_TICK} minibatches per child"
+    )
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--channel-base", type=int, default=2048)

@@ -7,9 +7,9 @@ that way takes about 10,000 minor page faults per image; raising the mmap and tr
 the memory in the heap for reuse, which cuts that to 500 and trains x1.2 faster, for 10% more peak
 RSS (``benchmarks/bench_malloc.py``).
 
-Applied to training on the CPU. It leaves the allocator alone where the user has already chosen:
-``MALLOC_*`` tuning variables, an allocator in ``LD_PRELOAD`` (jemalloc, tcmalloc), or
-``STYLEGAN_KEEP_FREED_MEMORY=0``.
+Applied by training and by the metrics' feature extraction on the CPU. It leaves the allocator
+alone where the user has already chosen: ``MALLOC_*`` tuning variables, an allocator in
+``LD_PRELOAD`` (jemalloc, tcmalloc), or ``STYLEGAN_KEEP_FREED_MEMORY=0``.
 """
 
 from __future__ import annotations

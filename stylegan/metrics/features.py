@@ -35,8 +35,9 @@ def extract_features(
     the heads in chunks of :data:`CPU_CHUNK` images, and glibc keeps freed memory for reuse
     (:mod:`stylegan.cpu_malloc`).
     """
-    chunk = CPU_CHUNK if device.type == "cpu" else None
+    chunk = None
     if device.type == "cpu":
+        chunk = CPU_CHUNK
         keep_freed_memory()
     outputs: dict[str, list[torch.Tensor]] = {name: [] for name in heads}
     count = 0
