@@ -7,9 +7,14 @@ real checkout goes through. Timings are not asserted here: the benchmark prints 
 
 from __future__ import annotations
 
+import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
+
+import torch
+import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,6 +35,12 @@ def test_bench_networks_runs_side_by_side_with_an_official_checkout(tmp_path):
     for name in ("fast", "ref", "official", "fast/ref x", "fast/official x"):
         assert name in train_line
     assert "saved for backward per train step: fast" in result.stdout
+    roof_line = next(line for line in result.stdout.splitlines() if line.startswith("compute roof"))
+    step_gflop = float(re.search(r"the fast train step is ([0-9.]+) GFLOP", roof_line).group(1))
+    # the reference network does ~0.7 GFLOP of convolutions per image forward, twice that backward
+    assert 2 * 2.0 < step_gflop < 2 * 2.4
+    for name in ("fast reaches", "ref reaches", "official reaches"):
+        assert name in roof_line
 
 
 def test_bench_networks_rejects_a_folder_without_nvidia_networks(tmp_path):
@@ -55,3 +66,33 @@ def test_bench_malloc_compares_the_two_allocator_settings_in_child_processes():
         img_per_sec, faults_per_img, peak_rss = (float(v) for v in rows[setting])
         assert img_per_sec > 0 and faults_per_img >= 0 and peak_rss > 0
     assert "keep-freed / glibc-default: x" in result.stdout
+
+
+def _bench_networks_module():
+    spec = importlib.util.spec_from_file_location("bench_networks", ROOT / "benchmarks" / "bench_networks.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass looks its module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_counted_flops_covers_forward_and_both_backward_products():
+    bench = _bench_networks_module()
+    x = torch.randn(2, 4, 8, 8, requires_grad=True)
+    w = torch.randn(6, 4, 3, 3, requires_grad=True)
+    a = torch.randn(5, 7, requires_grad=True)
+    b = torch.randn(7, 3)
+
+    def step():
+        (F.conv2d(x, w, padding=1).sum() + (a @ b).sum()).backward()
+
+    conv_forward = 2 * 2 * 6 * 4 * 3 * 3 * 8 * 8  # multiply-adds per output pixel, over every output
+    matmul_forward = 2 * 5 * 7 * 3
+    # conv: forward, grad of x, grad of w; matmul: forward and the grad of a only (b needs none)
+    assert bench.counted_flops(step) == 3 * conv_forward + 2 * matmul_forward
+
+
+def test_matmul_flop_rate_is_a_plausible_rate():
+    bench = _bench_networks_module()
+    rate = bench.matmul_flop_rate(torch.device("cpu"), lambda: None, size=256, repeats=2)
+    assert 1e8 < rate < 1e14
