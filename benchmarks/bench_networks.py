@@ -131,7 +131,7 @@ def matmul_flop_rate(
     a = torch.randn(size, size, device=device)
     b = torch.randn(size, size, device=device)
     best = float("inf")
-    for _ in range(repeats + 2):
+    for _ in range(repeats):  # the best of several: the first runs also warm up
         sync()
         start = time.perf_counter()
         a @ b
