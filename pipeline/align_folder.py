@@ -28,6 +28,7 @@ from pipeline.align import align_ffhq, face_size
 from pipeline.faces import detect_landmarks, load_models
 from pipeline.files import write_jsonl
 from pipeline.images import RESIZE_FILTERS, BadImageError, load_pil_rgb, resize_square
+from stylegan.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -136,10 +137,8 @@ def align_image(
 
 def _save_png(image: PIL.Image.Image, path: Path) -> None:
     """Write atomically, so an interrupted run never leaves a truncated PNG behind."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    image.save(tmp, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
 
 
 def _process(task: _Task, config: AlignConfig, raw_dir: Path, out_dir: Path) -> _Outcome:

@@ -10,14 +10,14 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import tempfile
-from pathlib import Path
 from typing import TypeVar
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
+
+from stylegan.files import atomic_path
 
 FORMAT = "stylegan.network/1"
 _REGISTRY: dict[str, type[nn.Module]] = {}
@@ -44,15 +44,8 @@ def save_network(path: str | os.PathLike[str], module: nn.Module) -> None:
         raise ValueError(f"{key} is not a registered network class; known: {sorted(_REGISTRY)}")
     tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
     metadata = {"format": FORMAT, "class": key, "init_kwargs": json.dumps(module.init_kwargs)}
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
 
 
 def read_network_metadata(path: str | os.PathLike[str]) -> tuple[str, dict]:

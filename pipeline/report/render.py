@@ -7,9 +7,7 @@ raise an error naming the file.
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +18,7 @@ import PIL.Image
 
 from pipeline.files import file_digest
 from pipeline.params import ReportParams
+from stylegan.files import atomic_write_text
 from stylegan.generate import Generator
 
 from . import plots, samples, tables
@@ -56,18 +55,6 @@ def _present(path: str | Path | None) -> Path | None:
 
 def _missing(what: str, path: str | Path | None) -> str:
     return f"No {what}: no file was given." if path is None else f"No {what}: {path} does not exist."
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the page is for everyone who can read the folder
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _generator_section(
@@ -207,5 +194,5 @@ def render_report(
     environment.filters["value"] = tables.format_value
     html = environment.get_template("index.html.j2").render(context)
     index = root / "index.html"
-    _write_atomic(index, html)
+    atomic_write_text(index, html)
     return index

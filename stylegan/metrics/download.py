@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from ._io import atomic_output, write_json
+from stylegan.files import atomic_open, atomic_write_json
 
 _CHUNK = 1 << 20
 
@@ -31,7 +31,7 @@ class DownloadError(RuntimeError):
 def _fetch_one(url: str, dest: Path, timeout: float, expected_sha256: str | None) -> str:
     """Download ``url`` to ``dest`` atomically and return the file's sha256."""
     digest = hashlib.sha256()
-    with atomic_output(dest) as out, urllib.request.urlopen(url, timeout=timeout) as response:
+    with atomic_open(dest) as out, urllib.request.urlopen(url, timeout=timeout) as response:
         total = int(response.headers.get("Content-Length") or 0) or None
         with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {dest.name}", leave=False) as bar:
             while chunk := response.read(_CHUNK):
@@ -60,6 +60,6 @@ def download(
             failures.append(f"{url}: {err}")
             continue
         record = {"url": url, "sha256": sha256, "size": dest.stat().st_size, "downloaded_at": time.time()}
-        write_json(dest.with_name(dest.name + ".json"), record)
+        atomic_write_json(dest.with_name(dest.name + ".json"), record)
         return sha256
     raise DownloadError("; ".join(failures))

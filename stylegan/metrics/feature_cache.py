@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._io import atomic_output, write_json
+from stylegan.files import atomic_open, atomic_write_json
 
 
 def _cache_paths(cache_dir: Path, key: str, detector_name: str) -> tuple[Path, Path]:
@@ -54,7 +54,7 @@ def cached_dataset_features(
     features = np.asarray(compute_fn())
     if features.ndim != 2:
         raise ValueError(f"compute_fn must return features [N, D], got shape {features.shape}")
-    with atomic_output(array_path) as f:
+    with atomic_open(array_path) as f:
         np.save(f, features, allow_pickle=False)
     meta = {
         "key": key,
@@ -63,5 +63,5 @@ def cached_dataset_features(
         "dtype": str(features.dtype),
         "created": time.time(),
     }
-    write_json(meta_path, meta)
+    atomic_write_json(meta_path, meta)
     return features
