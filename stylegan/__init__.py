@@ -3,7 +3,7 @@
 The library stands on its own: it never imports DVC, Prefect, MLflow or the pipeline around it.
 """
 
-from stylegan.generate import Generator
+from stylegan.generate import Sampler
 from stylegan.interop import (
     discriminator_from_official,
     export_official_state_dict,
@@ -12,19 +12,18 @@ from stylegan.interop import (
     save_official_npz,
 )
 from stylegan.latents import style_mix, truncate
-from stylegan.networks_stylegan2 import Discriminator
-from stylegan.networks_stylegan2 import Generator as GeneratorNetwork
+from stylegan.networks_stylegan2 import Discriminator, Generator
 from stylegan.serialization import load_network, save_network
 
 __all__ = [
     "Discriminator",
     "Generator",
-    "GeneratorNetwork",
     "discriminator_from_official",
     "export_official_state_dict",
     "generator_from_official",
     "load_network",
     "load_official_npz",
+    "Sampler",
     "save_network",
     "save_official_npz",
     "style_mix",

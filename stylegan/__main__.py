@@ -18,7 +18,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .devices import resolve_device
-from .generate import ANIMATION_FORMATS, NOISE_MODES, Generator, parse_seeds, to_pil
+from .generate import ANIMATION_FORMATS, NOISE_MODES, Sampler, parse_seeds, to_pil
 
 
 def _seeds(text: str) -> list[int]:
@@ -117,7 +117,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> str:
     """Do the command; return what was written."""
-    G = Generator.load(args.network, _device(args.device), args.w_avg)
+    G = Sampler.load(args.network, _device(args.device), args.w_avg)
     options = {"noise_mode": args.noise_mode, "class_idx": args.class_idx}
     if args.command == "generate":
         args.outdir.mkdir(parents=True, exist_ok=True)

@@ -493,11 +493,15 @@ class AdaController:
             raise ValueError(
                 f"need interval >= 1, kimg > 0, batch_size >= 1; got {interval}, {kimg}, {batch_size}"
             )
-        self.pipe, self.target, self.interval = pipe, target, interval
-        self.step_size = batch_size * interval / (kimg * 1000)
+        self.pipe, self.target, self.interval, self.kimg = pipe, target, interval, kimg
+        self.set_batch_size(batch_size)
         self.reduce = reduce
         self.stats = torch.zeros(2, dtype=torch.float64, device=pipe.p.device)  # [sum of signs, count]
         self.last_rt: float | None = None
+
+    def set_batch_size(self, batch_size: int) -> None:
+        """The global minibatch from now on (progressive growing changes it between stages)."""
+        self.step_size = batch_size * self.interval / (self.kimg * 1000)
 
     def observe(self, real_logits: Tensor) -> None:
         signs = real_logits.detach().sign()

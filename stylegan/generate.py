@@ -1,6 +1,6 @@
 """Using a trained generator: sample grids, truncation, style mixing and latent interpolation.
 
-:class:`Generator` wraps any network with the StyleGAN generator interface (``mapping``, ``synthesis``,
+:class:`Sampler` wraps any network with the StyleGAN generator interface (``mapping``, ``synthesis``,
 ``z_dim``, ``c_dim``, ``w_dim``, ``num_ws``, ``img_resolution``, ``mapping.w_avg``), so StyleGAN2, v1 and
 v3 networks are used the same way. Latents follow NVIDIA's ``generate.py``: the z of seed ``s`` is
 ``np.random.RandomState(s).randn(z_dim)``, so a seed names the same image here and in the official tools.
@@ -23,11 +23,12 @@ from .serialization import load_network
 
 __all__ = [
     "ANIMATION_FORMATS",
-    "Generator",
     "NoiseMode",
+    "Sampler",
     "image_grid",
     "lerp",
     "parse_seeds",
+    "quantize_images",
     "slerp",
     "style_layers",
     "to_pil",
@@ -159,7 +160,7 @@ def to_pil(array: np.ndarray) -> PIL.Image.Image:
     return PIL.Image.fromarray(array[..., 0] if array.shape[-1] == 1 else array)
 
 
-def _quantize(images: torch.Tensor) -> np.ndarray:
+def quantize_images(images: torch.Tensor) -> np.ndarray:
     """Generator output NCHW float -> uint8 NHWC, as NVIDIA's generate.py."""
     return (images.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu().numpy()
 
@@ -185,7 +186,7 @@ def _load_w_avg(path: Path) -> torch.Tensor:
 # --- the generator ---------------------------------------------------------------------------------
 
 
-class Generator:
+class Sampler:
     """A trained generator ready to sample from; see the module docstring for the conventions.
 
     The network is put in eval mode on ``device`` (in place, as ``Module.to`` does). ``w_avg`` overrides
@@ -208,7 +209,7 @@ class Generator:
     @classmethod
     def load(
         cls, path: str | Path, device: str | torch.device = "cpu", w_avg_path: str | Path | None = None
-    ) -> Generator:
+    ) -> Sampler:
         """Load a generator saved by :func:`stylegan.serialization.save_network` (``.safetensors``) or an
         official StyleGAN2-ADA generator exported to ``.npz``; no file format involved runs code."""
         path = Path(path)
@@ -296,7 +297,7 @@ class Generator:
         with tqdm(total=len(ws), unit="img", desc="synthesis", disable=not progress) as bar:
             for start in range(0, len(ws), batch_size):
                 batch = ws[start : start + batch_size].to(self.device)
-                chunks.append(_quantize(self.network.synthesis(batch, noise_mode=noise_mode)))
+                chunks.append(quantize_images(self.network.synthesis(batch, noise_mode=noise_mode)))
                 bar.update(len(batch))
         return np.concatenate(chunks)
 

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from stylegan.__main__ import main
-from stylegan.generate import Generator, image_grid, parse_seeds, slerp, style_layers, z_from_seed
+from stylegan.generate import Sampler, image_grid, parse_seeds, slerp, style_layers, z_from_seed
 from stylegan.networks_stylegan2 import Generator as StyleGAN2
 from stylegan.serialization import save_network
 
@@ -48,8 +48,8 @@ def network_file(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def G(network_file) -> Generator:
-    return Generator.load(network_file)
+def G(network_file) -> Sampler:
+    return Sampler.load(network_file)
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +59,8 @@ def reference():
 
 
 @pytest.fixture(scope="module")
-def reference_G() -> Generator:
-    return Generator.load(REFERENCE)
+def reference_G() -> Sampler:
+    return Sampler.load(REFERENCE)
 
 
 # --- against NVIDIA's outputs ---------------------------------------------------------------------
@@ -141,27 +141,27 @@ def test_cutoff_truncates_only_the_first_layers(G):
 def test_external_w_avg_is_the_centre_of_truncation(network_file, tmp_path):
     centre = np.linspace(-1, 1, 16, dtype=np.float32)
     np.savez(tmp_path / "w_avg.npz", w_avg=centre, num_samples=np.array(1000))
-    G = Generator.load(network_file, w_avg_path=tmp_path / "w_avg.npz")
+    G = Sampler.load(network_file, w_avg_path=tmp_path / "w_avg.npz")
     ws = G.map(G.latents([0, 1]), psi=0.0)
     np.testing.assert_array_equal(ws.numpy(), np.broadcast_to(centre, ws.shape))
     from safetensors.torch import save_file
 
     save_file({"w_avg": torch.from_numpy(centre)}, tmp_path / "w_avg.safetensors")
-    G2 = Generator.load(network_file, w_avg_path=tmp_path / "w_avg.safetensors")
+    G2 = Sampler.load(network_file, w_avg_path=tmp_path / "w_avg.safetensors")
     np.testing.assert_array_equal(G2.w_avg.numpy(), centre)
 
     np.savez(tmp_path / "short.npz", w_avg=centre[:8])
     with pytest.raises(ValueError, match=r"w_avg has shape \[8\], the network needs \[16\]"):
-        Generator.load(network_file, w_avg_path=tmp_path / "short.npz")
+        Sampler.load(network_file, w_avg_path=tmp_path / "short.npz")
     np.savez(tmp_path / "other.npz", mean=centre)
     with pytest.raises(ValueError, match="other.npz holds no 'w_avg'"):
-        Generator.load(network_file, w_avg_path=tmp_path / "other.npz")
+        Sampler.load(network_file, w_avg_path=tmp_path / "other.npz")
 
 
 def test_conditional_generation(tmp_path):
     path = tmp_path / "C.safetensors"
     save_network(path, small_network(c_dim=3))
-    G = Generator.load(path)
+    G = Sampler.load(path)
     mixed = G.generate([4, 4, 4], class_idx=[0, 1, 2])
     for k in range(3):
         assert np.abs(G.generate([4], class_idx=k)[0].astype(int) - mixed[k]).max() <= 1
@@ -316,15 +316,15 @@ def test_loading_never_unpickles(network_file, tmp_path):
     for name in ("G.pkl", "G.pt", "G.safetensors", "G.npz"):
         (tmp_path / name).write_bytes(pickle.dumps(_Payload(marker)))
         with pytest.raises(Exception):  # noqa: B017  (each format fails in its own way; none may run code)
-            Generator.load(tmp_path / name)
+            Sampler.load(tmp_path / name)
     np.savez(tmp_path / "w.npz", w_avg=np.array([_Payload(marker)], dtype=object))
     with pytest.raises(ValueError, match="allow_pickle"):
-        Generator.load(network_file, w_avg_path=tmp_path / "w.npz")
+        Sampler.load(network_file, w_avg_path=tmp_path / "w.npz")
     assert not marker.exists()
     with pytest.raises(ValueError, match=r"G.pkl: expected a .safetensors network or an official .npz"):
-        Generator.load(tmp_path / "G.pkl")
+        Sampler.load(tmp_path / "G.pkl")
     with pytest.raises(FileNotFoundError, match="network file not found: .*absent.safetensors"):
-        Generator.load(tmp_path / "absent.safetensors")
+        Sampler.load(tmp_path / "absent.safetensors")
 
 
 # --- CLI ------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stylegan.augment import AugmentPipe
-from stylegan.loss import StyleGAN2Loss, lazy_regularization_adam
+from stylegan.losses import StyleGAN2Loss, lazy_regularization_adam
 
 Z_DIM, NUM_WS, RES = 3, 4, 2
 

@@ -19,7 +19,7 @@ from pipeline.params import ReportParams
 from pipeline.report import describe_hardware, load_metrics, params_diff, render_report, samples
 from pipeline.report.plots import plot_curves, read_curves
 from pipeline.report.tables import format_duration, metric_rows, provenance_rows, timing_rows
-from stylegan.generate import Generator
+from stylegan.generate import Sampler
 from stylegan.networks_stylegan2 import Generator as StyleGAN2
 from stylegan.serialization import save_network
 
@@ -360,7 +360,7 @@ def test_samples_of_a_conditional_network_downscaled(tmp_path, monkeypatch):
     )
     monkeypatch.setattr(samples, "MAX_CELL", 8)  # store 16 px cells at 8 px, as 1024 px ones at 256
     params = SMALL_PARAMS.model_copy(update={"grid_seeds": [0, 1, 2, 3], "interpolation_seeds": [0, 1]})
-    figures = samples.render_samples(Generator(network), params, tmp_path)
+    figures = samples.render_samples(Sampler(network), params, tmp_path)
     by_name = {f.file.name: f for f in figures}
     grid = by_name["samples_psi1.png"]
     assert "Classes cycle" in grid.caption and "Shown at 8 px, downscaled from 16." in grid.caption

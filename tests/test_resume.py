@@ -106,7 +106,7 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_one(tmp_path):
     assert torch.equal(a["augment"]["p"], b["augment"]["p"]) and float(a["augment"]["p"]) != pytest.approx(
         0.3
     )
-    assert torch.equal(a["pl_mean"], b["pl_mean"])
+    assert torch.equal(a["loss"]["pl_mean"], b["loss"]["pl_mean"])
     assert {k: v for k, v in a["counters"].items() if k != "elapsed_sec"} == {
         k: v for k, v in b["counters"].items() if k != "elapsed_sec"
     }

@@ -254,7 +254,7 @@ def _assert_same_checkpoint(a: dict, b: dict) -> None:
         for key in flat_a:
             assert torch.equal(flat_a[key], flat_b[key]), f"{net}.{key} differs"
     assert a["counters"] == b["counters"] | {"elapsed_sec": a["counters"]["elapsed_sec"]}
-    assert torch.equal(a["pl_mean"], b["pl_mean"])
+    assert torch.equal(a["loss"]["pl_mean"], b["loss"]["pl_mean"])
     assert torch.equal(a["augment"]["p"], b["augment"]["p"])
 
 

@@ -19,7 +19,7 @@ import PIL.Image
 from pipeline.files import file_digest
 from pipeline.params import ReportParams
 from stylegan.files import atomic_write_text
-from stylegan.generate import Generator
+from stylegan.generate import Sampler
 
 from . import plots, samples, tables
 
@@ -68,7 +68,7 @@ def _generator_section(
     if network is None:
         return {"missing": _missing("generator", generator_path)}
     w_avg = _present(w_avg_path)
-    G = Generator.load(network, device, w_avg)
+    G = Sampler.load(network, device, w_avg)
     figures = samples.render_samples(G, params, root / IMAGES_DIR)
     images = [_page_image(f.file, root, f.title, f.caption, f.scale) for f in figures]
     w_avg_note = None

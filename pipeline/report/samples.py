@@ -14,7 +14,7 @@ from pathlib import Path
 import PIL.Image
 
 from pipeline.params import ReportParams
-from stylegan.generate import Generator, image_grid, style_layers
+from stylegan.generate import Sampler, image_grid, style_layers
 
 __all__ = ["MAX_CELL", "SampleFigure", "render_samples"]
 
@@ -63,7 +63,7 @@ class _Figures:
         self.figures.append(SampleFigure(file, title, caption + self.size_note, self.scale(128)))
 
 
-def render_samples(G: Generator, params: ReportParams, out_dir: Path) -> list[SampleFigure]:
+def render_samples(G: Sampler, params: ReportParams, out_dir: Path) -> list[SampleFigure]:
     """Write every sample figure into ``out_dir``; return them in page order.
 
     A conditional network draws the sample grids with classes cycling over the seeds and every other

@@ -1,13 +1,12 @@
-"""StyleGAN2-ADA training: configs, the training loop, checkpoints and multi-process helpers."""
+"""Training for every model family: configs, schedules, the loop, checkpoints and multi-process helpers."""
 
 from stylegan.training.checkpoint import CheckpointError, CheckpointManager, load_checkpoint
-from stylegan.training.configs import PRESETS, TrainingConfig, build_networks, resolve_config, run_key
+from stylegan.training.configs import TrainingConfig, build_networks, resolve_config, run_key
 from stylegan.training.data import TensorImageDataset
 from stylegan.training.distributed import DistributedContext, init_distributed, shutdown_distributed
 from stylegan.training.loop import TickReport, TrainingDiverged, TrainingSummary, train
 
 __all__ = [
-    "PRESETS",
     "CheckpointError",
     "CheckpointManager",
     "DistributedContext",

@@ -1,9 +1,11 @@
-"""Training configurations: the official ``--cfg`` presets of StyleGAN2-ADA and their overrides.
+"""Training configurations: a model family's preset and the user's overrides.
 
-:func:`resolve_config` turns a preset name, the data resolution, the number of GPUs and user
-overrides into a :class:`TrainingConfig`, as NVIDIA's ``train.py`` does: ``auto`` derives the batch,
-R1 gamma, EMA half-life and model width from the resolution and the GPU count; the paper presets fix
-them. :func:`run_key` names a run by what determines its result.
+:func:`resolve_config` turns a family (``arch``), a preset name, the data resolution, the number of
+GPUs and user overrides into a :class:`TrainingConfig`, as NVIDIA's ``train.py`` does for StyleGAN2-ADA
+(``auto`` derives the batch, R1 gamma, EMA half-life and model width from the resolution and the GPU
+count; the paper presets fix them). Each family (:mod:`stylegan.archs`) owns its presets, its extra
+options (``arch_options``) and the fields it does not use. :func:`run_key` names a run by what
+determines its result.
 """
 
 from __future__ import annotations
@@ -17,36 +19,12 @@ from typing import Any
 
 from torch import nn
 
+from stylegan.archs.base import get_family
 from stylegan.augment import AUGPIPE_PRESETS
-from stylegan.networks_stylegan2 import Discriminator, Generator
 
 AUG_MODES = ("ada", "fixed", "noaug")
 D_ARCHITECTURES = ("orig", "skip", "resnet")
 
-
-@dataclass(frozen=True)
-class _Preset:
-    ref_gpus: int
-    kimg: float
-    batch: int
-    mbstd: int
-    fmaps: float
-    lr: float
-    gamma: float
-    ema_kimg: float
-    ema_rampup: float | None
-    mapping_layers: int
-
-
-# NVIDIA's train.py cfg_specs; 'auto' is filled in from the resolution and GPU count.
-PRESETS: dict[str, _Preset | None] = {
-    "auto": None,
-    "stylegan2": _Preset(8, 25000, 32, 4, 1.0, 0.002, 10.0, 10.0, None, 8),
-    "paper256": _Preset(8, 25000, 64, 8, 0.5, 0.0025, 1.0, 20.0, None, 8),
-    "paper512": _Preset(8, 25000, 64, 8, 1.0, 0.0025, 0.5, 20.0, None, 8),
-    "paper1024": _Preset(8, 25000, 32, 4, 1.0, 0.002, 2.0, 10.0, None, 8),
-    "cifar": _Preset(2, 100000, 64, 32, 1.0, 0.0025, 0.01, 500.0, 0.05, 2),
-}
 
 # Fields that schedule reporting and checkpoints but do not change the trained weights.
 BOOKKEEPING_FIELDS = ("kimg", "tick_kimg", "snapshot_kimg", "keep_checkpoints", "sample_seeds")
@@ -57,10 +35,12 @@ _ALIASES = {"map": "mapping_layers", "mbstd": "mbstd_group_size", "r1_gamma": "g
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    """Everything that defines a StyleGAN2-ADA training run (see :func:`resolve_config`)."""
+    """Everything that defines a training run (see :func:`resolve_config`)."""
 
     cfg: str
     resolution: int
+    arch: str = "stylegan2"
+    arch_options: dict[str, Any] = field(default_factory=dict)  # the family's own settings
     gpus: int = 1
     kimg: float = 25000
     batch: int = 32
@@ -108,6 +88,7 @@ class TrainingConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
         object.__setattr__(self, "sample_seeds", tuple(int(s) for s in self.sample_seeds))
+        object.__setattr__(self, "arch_options", get_family(self.arch).resolve_options(self.arch_options))
         _validate(self)
 
     @property
@@ -152,7 +133,10 @@ def _validate(c: TrainingConfig) -> None:
         if not ok:
             raise ValueError(f"training config: {key}={getattr(c, key)!r} {requirement}")
 
-    require(c.cfg in PRESETS, "cfg", f"is not a preset; choose one of {sorted(PRESETS)}")
+    family = get_family(c.arch)
+    require(
+        c.cfg in family.presets, "cfg", f"is not a {c.arch} preset; choose one of {sorted(family.presets)}"
+    )
     require(
         c.resolution >= 4 and c.resolution & (c.resolution - 1) == 0,
         "resolution",
@@ -181,45 +165,37 @@ def _validate(c: TrainingConfig) -> None:
     group = min(c.mbstd_group_size, c.batch_gpu)
     require(c.batch_gpu % group == 0, "mbstd_group_size", f"must divide batch_gpu={c.batch_gpu}")
     require(len(c.sample_seeds) > 0, "sample_seeds", "must not be empty")
+    family.validate(c)
 
 
 def resolve_config(
-    cfg_name: str, resolution: int, gpus: int = 1, overrides: Mapping[str, Any] | None = None
+    cfg_name: str,
+    resolution: int,
+    gpus: int = 1,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    arch: str = "stylegan2",
+    arch_options: Mapping[str, Any] | None = None,
 ) -> TrainingConfig:
-    """Build the config of preset ``cfg_name`` for ``resolution`` px data on ``gpus`` GPUs.
+    """Build the config of family ``arch``'s preset ``cfg_name`` for ``resolution`` px data on ``gpus`` GPUs.
 
     ``overrides`` win over the preset. Keys are :class:`TrainingConfig` field names, plus ``lr`` (both
     learning rates), ``fmaps`` (``channel_base = fmaps * 32768``), ``map``, ``mbstd`` and ``r1_gamma``;
     a ``None`` value keeps the preset's. Overriding ``batch`` without ``batch_gpu`` gives one round per
-    GPU (``batch_gpu = batch // gpus``), as ``train.py --batch``.
+    GPU (``batch_gpu = batch // gpus``), as ``train.py --batch``. Overriding a field the family does not
+    use is an error. ``arch_options`` are the family's own settings (see its ``options``).
     """
-    if cfg_name not in PRESETS:
-        raise ValueError(f"unknown cfg {cfg_name!r}; choose one of {sorted(PRESETS)}")
+    family = get_family(arch)
     if gpus < 1:
         raise ValueError(f"gpus must be >= 1, got {gpus}")
-    preset = PRESETS[cfg_name] or _auto_preset(resolution, gpus)
     values: dict[str, Any] = dict(
-        cfg=cfg_name,
-        resolution=resolution,
-        gpus=gpus,
-        kimg=preset.kimg,
-        batch=preset.batch,
-        batch_gpu=max(preset.batch // preset.ref_gpus, 1),
-        mapping_layers=preset.mapping_layers,
-        channel_base=int(preset.fmaps * 32768),
-        mbstd_group_size=preset.mbstd,
-        lr_g=preset.lr,
-        lr_d=preset.lr,
-        gamma=preset.gamma,
-        ema_kimg=preset.ema_kimg,
-        ema_rampup=preset.ema_rampup,
+        cfg=cfg_name, resolution=resolution, gpus=gpus, arch=arch, arch_options=dict(arch_options or {})
     )
-    if cfg_name == "cifar":  # no path length regularisation, no mixing, no residual D
-        values.update(pl_weight=0.0, style_mixing_prob=0.0, d_architecture="orig")
+    values.update(family.preset_values(cfg_name, resolution, gpus))
 
     field_names = {f.name for f in dataclasses.fields(TrainingConfig)}
     given = {_ALIASES.get(k, k): v for k, v in (overrides or {}).items() if v is not None}
-    for key in ("cfg", "resolution", "gpus"):
+    for key in ("cfg", "resolution", "gpus", "arch", "arch_options"):
         if key in given:
             raise ValueError(f"override {key!r} is an argument of resolve_config, not an override")
     if "lr" in given:
@@ -231,58 +207,18 @@ def resolve_config(
     unknown = sorted(set(given) - field_names)
     if unknown:
         raise ValueError(f"unknown training overrides: {', '.join(unknown)}")
+    unused = sorted(set(given) & family.unused_fields)
+    if unused:
+        raise ValueError(f"{arch} does not use {', '.join(unused)}; remove them")
     if "batch" in given and "batch_gpu" not in given:
         given["batch_gpu"] = given["batch"] // gpus
     values.update(given)
     return TrainingConfig(**values)
 
 
-def _auto_preset(resolution: int, gpus: int) -> _Preset:
-    """train.py's ``auto``: fill the GPUs up to 64 images, 4-image mbstd groups, gamma ~ res^2 / batch."""
-    batch = max(min(gpus * min(4096 // resolution, 32), 64), gpus)
-    return _Preset(
-        ref_gpus=gpus,
-        kimg=25000,
-        batch=batch,
-        mbstd=min(batch // gpus, 4),
-        fmaps=1.0 if resolution >= 512 else 0.5,
-        lr=0.002 if resolution >= 1024 else 0.0025,
-        gamma=0.0002 * resolution**2 / batch,
-        ema_kimg=batch * 10 / 32,
-        ema_rampup=0.05,
-        mapping_layers=2,
-    )
-
-
 def build_networks(config: TrainingConfig, *, img_channels: int, c_dim: int) -> tuple[nn.Module, nn.Module]:
-    """A fresh generator and discriminator as ``config`` describes them."""
-    shared = dict(
-        channel_base=config.channel_base,
-        channel_max=config.channel_max,
-        num_fp16_res=config.num_fp16_res,
-        conv_clamp=config.conv_clamp,
-    )
-    G = Generator(
-        z_dim=config.z_dim,
-        c_dim=c_dim,
-        w_dim=config.w_dim,
-        img_resolution=config.resolution,
-        img_channels=img_channels,
-        mapping_kwargs={"num_layers": config.mapping_layers},
-        synthesis_kwargs=shared,
-    )
-    D = Discriminator(
-        c_dim=c_dim,
-        img_resolution=config.resolution,
-        img_channels=img_channels,
-        architecture=config.d_architecture,
-        epilogue_kwargs={
-            "mbstd_group_size": config.mbstd_group_size,
-            "mbstd_num_channels": config.mbstd_num_channels,
-        },
-        **shared,
-    )
-    return G, D
+    """A fresh generator and discriminator of the config's family."""
+    return get_family(config.arch).build_networks(config, img_channels=img_channels, c_dim=c_dim)
 
 
 def run_key(config_dict: Mapping[str, Any], dataset_fingerprint: str) -> str:

@@ -1,8 +1,11 @@
-"""The StyleGAN2-ADA training loop.
+"""The training loop of every model family.
 
-Each minibatch runs the phases ``Gmain``, ``Greg``, ``Dmain``, ``Dreg`` (regularisation phases every
-``pl_interval`` / ``r1_interval`` minibatches; fused ``Gboth`` / ``Dboth`` without lazy
-regularisation), updates G_ema and, with ADA, the augmentation probability. Every ``tick_kimg``
+The loop asks the config's family (:mod:`stylegan.archs`) for the networks, the loss and the schedule
+and never branches on the family's name. Each minibatch runs the loss's phases ``Gmain``, ``Greg``,
+``Dmain``, ``Dreg`` (regularisation phases every ``pl_interval`` / ``r1_interval`` minibatches; fused
+``Gboth`` / ``Dboth`` without lazy regularisation), updates G_ema and, with ADA, the augmentation
+probability. The schedule sets the resolution, fade-in, batch and learning rates by images seen
+(constant for StyleGAN2/3, progressive growing for ProGAN and StyleGAN v1). Every ``tick_kimg``
 thousand images it reports, checks for divergence and, every ``snapshot_kimg``, writes a checkpoint
 from which :func:`train` resumes by itself when called again on the same ``run_dir``.
 
@@ -29,12 +32,12 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, IterableDataset
 
+from stylegan.archs import get_family
 from stylegan.augment import AdaController, AugmentPipe
 from stylegan.cpu_malloc import keep_freed_memory
 from stylegan.devices import resolve_device
-from stylegan.generate import Generator as Sampler
-from stylegan.generate import image_grid
-from stylegan.loss import StyleGAN2Loss, lazy_regularization_adam
+from stylegan.generate import image_grid, quantize_images, z_from_seed
+from stylegan.losses import lazy_regularization_adam
 from stylegan.training.checkpoint import (
     CheckpointManager,
     capture_rng_state,
@@ -51,6 +54,7 @@ from stylegan.training.data import (
 )
 from stylegan.training.distributed import DistributedContext, all_reduce_gradients
 from stylegan.training.ema import ema_beta, update_ema
+from stylegan.training.schedule import TrainingState
 from stylegan.training.stats import TickStats, merge_phases, peak_memory_mb, reset_peak_memory
 
 log = logging.getLogger(__name__)
@@ -68,6 +72,7 @@ class Phase:
     module: nn.Module
     opt: torch.optim.Optimizer
     interval: int
+    lazy_interval: int | None  # the lazy-regularisation interval that scales this optimizer's lr and betas
 
 
 @dataclass
@@ -106,19 +111,31 @@ class TrainingSummary:
 ProgressCallback = Callable[[TickReport], None]
 
 
-def build_phases(config: TrainingConfig, G: nn.Module, D: nn.Module) -> list[Phase]:
-    """One Adam per network; main and lazy-regularisation phases share it, with the paper's lr/beta ratio."""
+def build_phases(
+    config: TrainingConfig, G: nn.Module, D: nn.Module, intervals: dict[str, int | None], state: TrainingState
+) -> list[Phase]:
+    """One Adam per network; main and lazy-regularisation phases share it, with the paper's lr/beta ratio.
+
+    ``intervals`` is the loss's lazy-regularisation interval per network (None: fused phases). The family
+    may split a network's parameters into groups whose ``lr_scale`` multiplies the learning rate.
+    """
+    family = get_family(config.arch)
     phases = []
-    for prefix, module, lr, interval in (
-        ("G", G, config.lr_g, config.pl_interval),
-        ("D", D, config.lr_d, config.r1_interval),
-    ):
+    for prefix, module, lr in (("G", G, state.lr_g), ("D", D, state.lr_d)):
+        interval = intervals[prefix]
         lr, betas = lazy_regularization_adam(lr, config.betas, interval)
-        opt = torch.optim.Adam(module.parameters(), lr=lr, betas=betas, eps=config.eps)
+        groups = [
+            {**group, "lr": lr * group.get("lr_scale", 1.0)}
+            for group in family.param_groups(config, prefix, module)
+        ]
+        opt = torch.optim.Adam(groups, lr=lr, betas=betas, eps=config.eps)
         if interval:
-            phases += [Phase(f"{prefix}main", module, opt, 1), Phase(f"{prefix}reg", module, opt, interval)]
+            phases += [
+                Phase(f"{prefix}main", module, opt, 1, interval),
+                Phase(f"{prefix}reg", module, opt, interval, interval),
+            ]
         else:
-            phases += [Phase(f"{prefix}both", module, opt, 1)]
+            phases += [Phase(f"{prefix}both", module, opt, 1, None)]
     return phases
 
 
@@ -200,18 +217,14 @@ class _Trainer:
         for net in (self.G, self.D, self.G_ema):
             ctx.broadcast_tensors([*net.parameters(), *net.buffers()])
 
+        self.family = get_family(config.arch)
+        self.schedule = self.family.schedule(config)
         self.augment_pipe, self.ada = self._build_augmentation()
-        self.loss = StyleGAN2Loss(
-            self.G,
-            self.D,
-            augment_pipe=self.augment_pipe,
-            r1_gamma=config.gamma,
-            style_mixing_prob=config.style_mixing_prob,
-            pl_weight=config.pl_weight,
-            pl_batch_shrink=config.pl_batch_shrink,
-            pl_decay=config.pl_decay,
+        self.loss = self.family.build_loss(
+            config, self.G, self.D, augment_pipe=self.augment_pipe, schedule=self.schedule
         )
-        self.phases = build_phases(config, self.G, self.D)
+        self.state = self.schedule.at(0)
+        self.phases = build_phases(config, self.G, self.D, self.loss.phase_intervals(), self.state)
         self.opt_G, self.opt_D = self.phases[0].opt, self.phases[-1].opt
         self.label_probs = label_probabilities(dataset, self.shape.c_dim)
         # Latents are drawn for the whole global batch from one generator shared by all ranks, so a
@@ -258,8 +271,9 @@ class _Trainer:
             self.ada.load_state_dict(state["augment"])
         elif self.augment_pipe is not None:
             self.augment_pipe.p.copy_(state["augment"]["p"])
-        self.loss.pl_mean.copy_(state["pl_mean"])
+        self.loss.load_state_dict(state["loss"] if "loss" in state else {"pl_mean": state["pl_mean"]})
         self.counters = Counters(**state["counters"])
+        self.state = self.schedule.at(self.counters.cur_nimg)
         self.latent_generator.set_state(state["rng"]["latents"])
         per_rank = state["rng"]["ranks"]
         if len(per_rank) == self.ctx.world_size:
@@ -288,7 +302,7 @@ class _Trainer:
             "opt_G": self.opt_G.state_dict(),
             "opt_D": self.opt_D.state_dict(),
             "augment": augment,
-            "pl_mean": self.loss.pl_mean.detach().cpu(),
+            "loss": self.loss.state_dict(),
             # The counters as the next tick starts, which is where a resumed run picks up.
             "counters": {
                 **asdict(self.counters),
@@ -309,11 +323,14 @@ class _Trainer:
         if counters.cur_nimg >= config.total_nimg:
             log.info("nothing to do: %s already trained on %.1f kimg", self.run_dir, counters.cur_nimg / 1000)
             return self._finish(summary)
-        batches = self._real_batches()
+        batches, batch_size = self._real_batches(self.state.batch), self.state.batch
         start_time = tick_start_time = time.time()
         base_elapsed = counters.elapsed_sec
         reset_peak_memory(self.device)
         while True:
+            self._enter_state(self.schedule.at(counters.cur_nimg))
+            if self.state.batch != batch_size:  # a new growth stage with its own minibatch size
+                batches, batch_size = self._real_batches(self.state.batch), self.state.batch
             self._step(*next(batches))
             done = counters.cur_nimg >= config.total_nimg
             tick_end = counters.tick_start_nimg + round(config.tick_kimg * 1000)
@@ -337,10 +354,10 @@ class _Trainer:
         summary.G, summary.D, summary.G_ema = self.G, self.D, self.G_ema
         return summary
 
-    def _real_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def _real_batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return real_batches(
             self.dataset,
-            batch_size=self.config.batch,
+            batch_size=batch_size,
             rank=self.ctx.rank,
             world_size=self.ctx.world_size,
             seed=self.config.seed,
@@ -349,37 +366,61 @@ class _Trainer:
             pin_memory=self.device.type == "cuda",
         )
 
+    def _enter_state(self, state: TrainingState) -> None:
+        """Apply the schedule's learning rates and, when a growth segment starts, its optimizer reset."""
+        if state.segment != self.state.segment and self.schedule.reset_optimizer:
+            for opt in (self.opt_G, self.opt_D):
+                opt.state.clear()
+        if state.batch != self.state.batch and self.ada is not None:
+            self.ada.set_batch_size(state.batch)
+        if (state.lr_g, state.lr_d) != (self.state.lr_g, self.state.lr_d):
+            for phase in self.phases:
+                base = state.lr_g if phase.name.startswith("G") else state.lr_d
+                lr, _ = lazy_regularization_adam(base, self.config.betas, phase.lazy_interval)
+                for group in phase.opt.param_groups:
+                    group["lr"] = lr * group.get("lr_scale", 1.0)
+        self.state = state
+
     def _step(self, real_img: torch.Tensor, real_c: torch.Tensor) -> None:
         """One minibatch: every due phase, the G_ema update and the ADA adjustment."""
         config, ctx, counters, device = self.config, self.ctx, self.counters, self.device
-        if real_img.shape[0] != config.batch_per_gpu:
+        batch = self.state.batch
+        batch_per_gpu = batch // ctx.world_size
+        batch_gpu = min(config.batch_gpu, batch_per_gpu)
+        if real_img.shape[0] != batch_per_gpu:
             raise ValueError(
-                f"the dataset gave {real_img.shape[0]} images, expected {config.batch_per_gpu} per rank"
+                f"the dataset gave {real_img.shape[0]} images, expected {batch_per_gpu} per rank"
             )
         real_img = real_img.to(device, non_blocking=True).to(torch.float32) / 127.5 - 1
-        real_img, real_c = real_img.split(config.batch_gpu), real_c.to(device).split(config.batch_gpu)
-        shape = [len(self.phases), config.batch]
+        real_img, real_c = real_img.split(batch_gpu), real_c.to(device).split(batch_gpu)
+        shape = [len(self.phases), batch]
         all_z = torch.randn([*shape, self.G.z_dim], generator=self.latent_generator)
         all_c = sample_labels(self.label_probs, shape, self.latent_generator)
-        mine = slice(ctx.rank * config.batch_per_gpu, (ctx.rank + 1) * config.batch_per_gpu)
+        mine = slice(ctx.rank * batch_per_gpu, (ctx.rank + 1) * batch_per_gpu)
         all_z, all_c = all_z[:, mine].to(device), all_c[:, mine].to(device)
         num_rounds = len(real_img) * ctx.world_size
 
         for phase, phase_z, phase_c in zip(self.phases, all_z, all_c, strict=True):
-            if counters.batch_idx % phase.interval != 0 or not self._has_work(phase.name):
+            if counters.batch_idx % phase.interval != 0 or not self.loss.has_work(phase.name):
                 continue
             phase.opt.zero_grad(set_to_none=True)
             phase.module.requires_grad_(True)
             rounds = zip(
                 real_img,
                 real_c,
-                phase_z.split(config.batch_gpu),
-                phase_c.split(config.batch_gpu),
+                phase_z.split(batch_gpu),
+                phase_c.split(batch_gpu),
                 strict=True,
             )
             for round_img, round_c, gen_z, gen_c in rounds:
                 stats = self.loss.accumulate_gradients(
-                    phase.name, round_img, round_c, gen_z, gen_c, gain=phase.interval / num_rounds
+                    phase.name,
+                    round_img,
+                    round_c,
+                    gen_z,
+                    gen_c,
+                    gain=phase.interval / num_rounds,
+                    cur_nimg=counters.cur_nimg,
                 )
                 if self.ada is not None and "scores_real" in stats:
                     self.ada.observe(stats["scores_real"])
@@ -391,23 +432,14 @@ class _Trainer:
                     torch.nan_to_num(param.grad, nan=0, posinf=1e5, neginf=-1e5, out=param.grad)
             phase.opt.step()
             if phase.name in ("Greg", "Gboth") and ctx.is_distributed:
-                ctx.all_reduce_sum(self.loss.pl_mean).div_(ctx.world_size)
+                for running in self.loss.state_dict().values():  # e.g. the path-length mean
+                    ctx.all_reduce_sum(running).div_(ctx.world_size)
 
-        update_ema(
-            self.G_ema, self.G, ema_beta(counters.cur_nimg, config.batch, config.ema_kimg, config.ema_rampup)
-        )
-        counters.cur_nimg += config.batch
+        update_ema(self.G_ema, self.G, ema_beta(counters.cur_nimg, batch, config.ema_kimg, config.ema_rampup))
+        counters.cur_nimg += batch
         counters.batch_idx += 1
         if self.ada is not None:
             self.ada.maybe_adjust(counters.batch_idx)
-
-    def _has_work(self, phase: str) -> bool:
-        """A regularisation phase whose weight is zero is skipped (its lr adjustment stays, as NVIDIA's)."""
-        if phase == "Greg":
-            return self.config.pl_weight != 0
-        if phase == "Dreg":
-            return self.config.gamma != 0
-        return True
 
     def _end_tick(self, tick_start_time: float, elapsed_sec: float, done: bool) -> TickReport:
         config, counters = self.config, self.counters
@@ -425,7 +457,7 @@ class _Trainer:
             "sec_per_kimg": tick_sec / (tick_nimg / 1000),
             "img_per_sec": tick_nimg / tick_sec,
             **merge_phases(means),
-            "pl_mean": float(self.loss.pl_mean),
+            **{key: float(value) for key, value in self.loss.state_dict().items() if value.numel() == 1},
             "peak_mem_mb": peak_memory_mb(self.device),
             "total_sec": elapsed_sec,
         }
@@ -433,6 +465,8 @@ class _Trainer:
             metrics["augment_p"] = float(self.augment_pipe.p)
         if self.ada is not None and self.ada.last_rt is not None:
             metrics["ada_rt"] = self.ada.last_rt
+        if self.state.progressive:
+            metrics["resolution"], metrics["alpha"] = self.state.resolution, self.state.alpha
         metrics["eta_sec"] = (config.total_nimg - counters.cur_nimg) / 1000 * metrics["sec_per_kimg"]
 
         snapshot_nimg = round(config.snapshot_kimg * 1000)
@@ -461,13 +495,20 @@ class _Trainer:
 
     @torch.no_grad()
     def _sample_grid(self) -> PIL.Image.Image:
-        """G_ema at the fixed sample seeds (constant noise), one class per seed in turn when conditional."""
+        """G_ema at the fixed sample seeds (as the family samples at this point of the schedule), one class
+        per seed in turn when conditional."""
         seeds = list(self.config.sample_seeds)
-        classes = [i % self.shape.c_dim for i in range(len(seeds))] if self.shape.c_dim else None
-        images = Sampler(self.G_ema, device=self.device).generate(
-            seeds, class_idx=classes, noise_mode="const", batch_size=self.config.batch_gpu
-        )
-        return image_grid(images, cols=math.ceil(math.sqrt(len(seeds))))
+        z = torch.from_numpy(np.stack([z_from_seed(s, self.G_ema.z_dim) for s in seeds])).float()
+        c = torch.zeros([len(seeds), self.shape.c_dim])
+        if self.shape.c_dim:
+            c[torch.arange(len(seeds)), torch.arange(len(seeds)) % self.shape.c_dim] = 1
+        chunks = []
+        for z_chunk, c_chunk in zip(
+            z.split(self.config.batch_gpu), c.split(self.config.batch_gpu), strict=True
+        ):
+            img = self.family.sample(self.G_ema, z_chunk.to(self.device), c_chunk.to(self.device), self.state)
+            chunks.append(quantize_images(img))
+        return image_grid(np.concatenate(chunks), cols=math.ceil(math.sqrt(len(seeds))))
 
 
 # --- helpers -------------------------------------------------------------------------------------------

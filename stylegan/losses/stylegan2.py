@@ -1,5 +1,8 @@
 """StyleGAN2 losses: non-saturating logistic loss, lazy R1 and path-length regularisation.
 
+StyleGAN3 trains with the same loss plus a Gaussian blur of every image D sees, whose sigma fades from
+``blur_init_sigma`` to zero over the first ``blur_fade_kimg`` thousand images (off by default).
+
 Training alternates *phases*. With lazy regularisation, G and D each have a main phase run every
 minibatch (``Gmain``, ``Dmain``) and a regularisation phase run every ``interval`` minibatches
 (``Greg``, ``Dreg``) whose loss is multiplied by the interval; without it the two are fused into
@@ -14,6 +17,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from stylegan.ops.fir import filter2d
 
 Phase = Literal["Gmain", "Greg", "Gboth", "Dmain", "Dreg", "Dboth"]
 PHASES: tuple[str, ...] = ("Gmain", "Greg", "Gboth", "Dmain", "Dreg", "Dboth")
@@ -54,6 +59,10 @@ class StyleGAN2Loss:
         pl_weight: float = 2.0,
         pl_batch_shrink: int = 2,
         pl_decay: float = 0.01,
+        r1_interval: int | None = 16,
+        pl_interval: int | None = 4,
+        blur_init_sigma: float = 0.0,
+        blur_fade_kimg: float = 0.0,
     ) -> None:
         if pl_batch_shrink < 1:
             raise ValueError(f"pl_batch_shrink must be >= 1, got {pl_batch_shrink}")
@@ -61,8 +70,33 @@ class StyleGAN2Loss:
         self.r1_gamma = r1_gamma
         self.style_mixing_prob = style_mixing_prob
         self.pl_weight, self.pl_batch_shrink, self.pl_decay = pl_weight, pl_batch_shrink, pl_decay
+        self.r1_interval, self.pl_interval = r1_interval, pl_interval
+        self.blur_init_sigma, self.blur_fade_kimg = blur_init_sigma, blur_fade_kimg
         device = next(G.parameters()).device
         self.pl_mean = torch.zeros([], device=device)
+
+    def phase_intervals(self) -> dict[str, int | None]:
+        return {"G": self.pl_interval, "D": self.r1_interval}
+
+    def has_work(self, phase: str) -> bool:
+        """A regularisation phase whose weight is zero is skipped (its lr adjustment stays, as NVIDIA's)."""
+        if phase == "Greg":
+            return self.pl_weight != 0
+        if phase == "Dreg":
+            return self.r1_gamma != 0
+        return True
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {"pl_mean": self.pl_mean.detach().cpu().clone()}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        self.pl_mean.copy_(state["pl_mean"])
+
+    def blur_sigma(self, cur_nimg: int) -> float:
+        """StyleGAN3's blur of D's inputs after ``cur_nimg`` images (0 when off)."""
+        if self.blur_fade_kimg <= 0:
+            return 0.0
+        return max(1 - cur_nimg / (self.blur_fade_kimg * 1e3), 0) * self.blur_init_sigma
 
     def run_G(self, z: Tensor, c: Tensor, update_emas: bool = False) -> tuple[Tensor, Tensor]:
         """Generate images and their ``ws``; with style mixing, one random cutoff per batch."""
@@ -78,7 +112,8 @@ class StyleGAN2Loss:
         img = self.G.synthesis(ws, update_emas=update_emas)
         return img, ws
 
-    def run_D(self, img: Tensor, c: Tensor, update_emas: bool = False) -> Tensor:
+    def run_D(self, img: Tensor, c: Tensor, update_emas: bool = False, blur_sigma: float = 0.0) -> Tensor:
+        img = gaussian_blur(img, blur_sigma)
         if self.augment_pipe is not None:
             img = self.augment_pipe(img)
         return self.D(img, c, update_emas=update_emas)
@@ -91,8 +126,11 @@ class StyleGAN2Loss:
         gen_z: Tensor,
         gen_c: Tensor,
         gain: float,
+        cur_nimg: int = 0,
     ) -> dict[str, Tensor]:
         """Backpropagate ``gain`` x the phase's batch-mean loss; return detached per-sample statistics.
+
+        ``cur_nimg`` (images seen so far) sets the blur of D's inputs when the loss has one.
 
         Statistics, as present in the phase: ``loss_G``, ``loss_D``, ``r1_penalty``, ``pl_penalty`` and
         the logits ``scores_real`` (whose signs drive ADA) and ``scores_fake``.
@@ -104,10 +142,11 @@ class StyleGAN2Loss:
         do_Gpl = phase in ("Greg", "Gboth") and self.pl_weight != 0
         do_Dr1 = phase in ("Dreg", "Dboth") and self.r1_gamma != 0
         stats: dict[str, Tensor] = {}
+        blur_sigma = self.blur_sigma(cur_nimg)
 
         if do_Gmain:
             gen_img, _ = self.run_G(gen_z, gen_c)
-            gen_logits = self.run_D(gen_img, gen_c)
+            gen_logits = self.run_D(gen_img, gen_c, blur_sigma=blur_sigma)
             loss_G = F.softplus(-gen_logits)  # -log(sigmoid(gen_logits))
             loss_G.mean().mul(gain).backward()
             stats["loss_G"] = loss_G.detach().flatten()
@@ -118,14 +157,14 @@ class StyleGAN2Loss:
 
         if do_Dmain:
             gen_img, _ = self.run_G(gen_z, gen_c, update_emas=True)
-            gen_logits = self.run_D(gen_img, gen_c, update_emas=True)
+            gen_logits = self.run_D(gen_img, gen_c, update_emas=True, blur_sigma=blur_sigma)
             loss_D_gen = F.softplus(gen_logits)  # -log(1 - sigmoid(gen_logits))
             loss_D_gen.mean().mul(gain).backward()
             stats["scores_fake"] = gen_logits.detach().flatten()
 
         if do_Dmain or do_Dr1:
             real = real_img.detach().requires_grad_(do_Dr1)
-            real_logits = self.run_D(real, real_c)
+            real_logits = self.run_D(real, real_c, blur_sigma=blur_sigma)
             loss = torch.zeros_like(real_logits)
             if do_Dmain:
                 loss_D_real = F.softplus(-real_logits)  # -log(sigmoid(real_logits))
@@ -152,3 +191,19 @@ class StyleGAN2Loss:
         pl_penalty = (pl_lengths - pl_mean).square()
         (pl_penalty * self.pl_weight).mean().mul(gain).backward()
         return pl_penalty.detach()
+
+
+def gaussian_blur(img: Tensor, sigma: float) -> Tensor:
+    """StyleGAN3's blur: a separable Gaussian (as powers of 2) of radius floor(3 sigma); none below 1/3."""
+    radius = math.floor(sigma * 3)
+    if radius <= 0:
+        return img
+    taps = (
+        torch.arange(-radius, radius + 1, device=img.device, dtype=torch.float32)
+        .div(sigma)
+        .square()
+        .neg()
+        .exp2()
+    )
+    taps = taps / taps.sum()
+    return filter2d(img, torch.outer(taps, taps))
