@@ -72,6 +72,8 @@ class ModelFamily:
     presets: ClassVar[Mapping[str, Any]]
     #: Options of this family that are not TrainingConfig fields, with defaults and checks.
     options: ClassVar[Mapping[str, OptionSpec]] = {}
+    #: Progressive growing: resolution, batch and learning rates change with the images seen.
+    progressive: ClassVar[bool] = False
     #: TrainingConfig fields this family does not use; setting them is an error, not a silent no-op.
     unused_fields: ClassVar[frozenset[str]] = frozenset()
 

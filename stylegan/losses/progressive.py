@@ -9,6 +9,10 @@ Objectives, as ``objective``:
   ``L_G = softplus(-D(fake))``;
 - ``logistic_r1``: the same plus ``gamma / 2 |grad D(real)|^2`` (the StyleGAN paper's FFHQ setting).
 
+A discriminator with more outputs than one (ProGAN's AC-GAN conditioning) gives the real/fake score in
+column 0 and class logits after it; ``acgan_weight`` times their cross-entropy with the labels is added
+to D's loss (real and fake images) and to G's (fake images), as ProGAN's ``cond_weight``.
+
 Both networks train every minibatch (fused phases ``Gboth``/``Dboth``). Real images arrive at the full
 resolution and are brought to the current one by the schedule (box filter, blended during fade-in).
 """
@@ -53,6 +57,7 @@ class ProgressiveLoss:
         epsilon_drift: float = 1e-3,
         r1_gamma: float = 10.0,
         style_mixing_prob: float = 0.0,
+        acgan_weight: float = 1.0,
         augment_pipe: nn.Module | None = None,
     ) -> None:
         if objective not in OBJECTIVES:
@@ -62,7 +67,7 @@ class ProgressiveLoss:
         self.G, self.D, self.schedule, self.augment_pipe = G, D, schedule, augment_pipe
         self.objective = objective
         self.wgan_lambda, self.wgan_target, self.epsilon_drift = wgan_lambda, wgan_target, epsilon_drift
-        self.r1_gamma, self.style_mixing_prob = r1_gamma, style_mixing_prob
+        self.r1_gamma, self.style_mixing_prob, self.acgan_weight = r1_gamma, style_mixing_prob, acgan_weight
 
     def phase_intervals(self) -> dict[str, int | None]:
         return {"G": None, "D": None}
@@ -92,9 +97,20 @@ class ProgressiveLoss:
         return self.G.synthesis(ws, **kwargs)
 
     def run_D(self, img: Tensor, c: Tensor, state: TrainingState) -> Tensor:
+        """D's real/fake scores ``[N, 1]``; with AC-GAN outputs, plus their class cross-entropy per sample
+        as :attr:`last_class_loss`."""
         if self.augment_pipe is not None:
             img = self.augment_pipe(img)
-        return self.D(img, c, alpha=state.alpha)
+        out = self.D(img, c, alpha=state.alpha)
+        self.last_class_loss = None
+        if out.shape[1] > 1:
+            self.last_class_loss = F.cross_entropy(out[:, 1:], c.argmax(dim=1), reduction="none")
+        return out[:, :1]
+
+    def _class_term(self) -> Tensor | float:
+        if self.last_class_loss is None or self.acgan_weight == 0:
+            return 0.0
+        return self.last_class_loss[:, None] * self.acgan_weight
 
     def accumulate_gradients(
         self,
@@ -112,6 +128,7 @@ class ProgressiveLoss:
         if phase == "Gboth":
             gen_logits = self.run_D(self.run_G(gen_z, gen_c, state), gen_c, state)
             loss_G = -gen_logits if self.objective == "wgangp" else F.softplus(-gen_logits)
+            loss_G = loss_G + self._class_term()
             loss_G.mean().mul(gain).backward()
             return {"loss_G": loss_G.detach().flatten(), "scores_fake": gen_logits.detach().flatten()}
 
@@ -121,7 +138,9 @@ class ProgressiveLoss:
         use_r1 = self.objective == "logistic_r1" and self.r1_gamma != 0
         real.requires_grad_(use_r1)
         gen_logits = self.run_D(fake, gen_c, state)
+        class_terms = self._class_term()
         real_logits = self.run_D(real, real_c, state)
+        class_terms = class_terms + self._class_term()
         stats: dict[str, Tensor] = {}
         if self.objective == "wgangp":
             epsilon = torch.rand([real.shape[0]], device=real.device, dtype=real.dtype)
@@ -143,6 +162,7 @@ class ProgressiveLoss:
                 r1 = grads.square().sum(dim=[1, 2, 3])
                 loss = loss + r1.reshape(loss.shape) * (self.r1_gamma / 2)
                 stats["r1_penalty"] = r1.detach()
+        loss = loss + class_terms
         loss.mean().mul(gain).backward()
         stats.update(
             loss_D=loss.detach().flatten(),

@@ -96,6 +96,12 @@ class TrainingConfig:
         return self.batch // self.gpus
 
     @property
+    def round_size(self) -> int:
+        """Images per forward/backward round: ``batch_gpu``, or the whole per-GPU batch when it is smaller
+        (progressive presets set a large ``batch_gpu`` so that every growth stage runs in one round)."""
+        return min(self.batch_gpu, self.batch_per_gpu)
+
+    @property
     def total_nimg(self) -> int:
         return round(self.kimg * 1000)
 
@@ -160,10 +166,10 @@ def _validate(c: TrainingConfig) -> None:
     require(c.d_architecture in D_ARCHITECTURES, "d_architecture", f"must be one of {D_ARCHITECTURES}")
     require(c.batch % c.gpus == 0, "batch", f"must be divisible by gpus={c.gpus}")
     require(
-        c.batch_per_gpu % c.batch_gpu == 0, "batch_gpu", f"must divide the per-GPU batch {c.batch_per_gpu}"
+        c.batch_per_gpu % c.round_size == 0, "batch_gpu", f"must divide the per-GPU batch {c.batch_per_gpu}"
     )
-    group = min(c.mbstd_group_size, c.batch_gpu)
-    require(c.batch_gpu % group == 0, "mbstd_group_size", f"must divide batch_gpu={c.batch_gpu}")
+    group = min(c.mbstd_group_size, c.round_size)
+    require(c.round_size % group == 0, "mbstd_group_size", f"must divide batch_gpu={c.round_size}")
     require(len(c.sample_seeds) > 0, "sample_seeds", "must not be empty")
     family.validate(c)
 
@@ -183,15 +189,18 @@ def resolve_config(
     learning rates), ``fmaps`` (``channel_base = fmaps * 32768``), ``map``, ``mbstd`` and ``r1_gamma``;
     a ``None`` value keeps the preset's. Overriding ``batch`` without ``batch_gpu`` gives one round per
     GPU (``batch_gpu = batch // gpus``), as ``train.py --batch``. Overriding a field the family does not
-    use is an error. ``arch_options`` are the family's own settings (see its ``options``).
+    use is an error. ``arch_options`` are the family's own settings (see its ``options``); they win over
+    the ones the preset implies.
     """
     family = get_family(arch)
     if gpus < 1:
         raise ValueError(f"gpus must be >= 1, got {gpus}")
+    preset = family.preset_values(cfg_name, resolution, gpus)
+    options = {**preset.pop("arch_options", {}), **(arch_options or {})}
     values: dict[str, Any] = dict(
-        cfg=cfg_name, resolution=resolution, gpus=gpus, arch=arch, arch_options=dict(arch_options or {})
+        cfg=cfg_name, resolution=resolution, gpus=gpus, arch=arch, arch_options=options
     )
-    values.update(family.preset_values(cfg_name, resolution, gpus))
+    values.update(preset)
 
     field_names = {f.name for f in dataclasses.fields(TrainingConfig)}
     given = {_ALIASES.get(k, k): v for k, v in (overrides or {}).items() if v is not None}
@@ -210,7 +219,7 @@ def resolve_config(
     unused = sorted(set(given) & family.unused_fields)
     if unused:
         raise ValueError(f"{arch} does not use {', '.join(unused)}; remove them")
-    if "batch" in given and "batch_gpu" not in given:
+    if "batch" in given and "batch_gpu" not in given and not family.progressive:
         given["batch_gpu"] = given["batch"] // gpus
     values.update(given)
     return TrainingConfig(**values)
