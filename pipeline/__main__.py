@@ -11,7 +11,10 @@ def main(argv: list[str]) -> int:
         return 2
     path = argv[1] if len(argv) > 1 else "params.yaml"
     try:
-        load_params(path)
+        params = load_params(path)
+        from pipeline.training import check_family_params  # loads the model library
+
+        check_family_params(params)
     except ParamsError as exc:
         print(exc, file=sys.stderr)
         return 2

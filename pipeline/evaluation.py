@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from pipeline.params import Params
 from pipeline.tracking import reopen_run
 from pipeline.training import dataset_fingerprint
+from stylegan.archs import has_w_space
 from stylegan.dataset import ShardDataset
 from stylegan.devices import resolve_device
 from stylegan.metrics import compute_metrics, w_average
@@ -59,6 +60,12 @@ def compute_w_avg(params: Params, paths: EvalPaths = EvalPaths()) -> dict[str, A
     """Write the W average (safetensors: ``w_avg``, ``w_std``) and its statistics (JSON)."""
     p = params.w_avg
     G = load_network(paths.generator)
+    if not has_w_space(G):  # recorded, so evaluate and the report can say why there is no average
+        reason = f"{type(G).__name__} has no W space (no mapping network), so it has no W average"
+        save_file({}, paths.w_avg, metadata={"available": "false", "reason": reason})
+        paths.w_avg_stats.write_text(json.dumps({"available": False, "reason": reason}, indent=2) + "\n")
+        log.info("w_avg: %s", reason)
+        return {"available": False, "reason": reason}
     stats = w_average(
         G,
         num_samples=p.num_samples,
@@ -79,7 +86,7 @@ def evaluate(params: Params, paths: EvalPaths = EvalPaths()) -> dict[str, dict[s
     p = params.eval
     dataset = _dataset(params, paths)
     G = load_network(paths.generator)
-    w_avg = load_file(paths.w_avg)["w_avg"]
+    w_avg = load_file(paths.w_avg).get("w_avg")  # absent for a generator without W space
     cache_root = Path(os.environ.get("DVC_ROOT", ".")) / FEATURE_CACHE
     results = compute_metrics(
         p.metrics,

@@ -8,10 +8,19 @@ only their own section.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 PARAMS_FILE = "params.yaml"
 
@@ -101,22 +110,78 @@ class PrepareParams(Section):
 # --- model / train -------------------------------------------------------------------------------
 
 
-class ModelParams(Section):
+class _ModelCommon(Section):
+    z_dim: PositiveInt | None = None  # None: the preset's
+    channel_base: PositiveInt | None = None
+    channel_max: PositiveInt | None = None
+    conditional: bool = False
+
+
+class StyleGAN2Model(_ModelCommon):
     arch: Literal["stylegan2"] = "stylegan2"
     z_dim: PositiveInt = 512
     w_dim: PositiveInt = 512
     mapping_layers: PositiveInt | None = None
-    channel_base: PositiveInt | None = None
-    channel_max: PositiveInt | None = None
     conv_clamp: PositiveInt | None = 256
     num_fp16_res: Annotated[int, Field(ge=0)] = 4
     mbstd_group_size: PositiveInt | None = None
     mbstd_num_channels: PositiveInt = 1
-    conditional: bool = False
+
+
+class _Growth(Section):
+    """Progressive growing (ProGAN, StyleGAN v1); None keeps the preset's value."""
+
+    start_resolution: int | None = None
+    fade_kimg: NonNegativeFloat | None = None
+    stable_kimg: NonNegativeFloat | None = None
+    batch_schedule: dict[int, PositiveInt] | None = None  # resolution -> global minibatch
+    lr_schedule: dict[int, Annotated[float, Field(gt=0)]] | None = None  # resolution -> lr of G and D
+    reset_optimizer: bool | None = None
+    objective: Literal["wgangp", "logistic", "logistic_r1"] | None = None
+    wgan_lambda: NonNegativeFloat | None = None
+    wgan_target: Annotated[float, Field(gt=0)] | None = None
+    epsilon_drift: NonNegativeFloat | None = None
+
+    @field_validator("start_resolution")
+    @classmethod
+    def _check_start(cls, value: int | None) -> int | None:
+        return value if value is None else _power_of_two(value)
+
+
+class ProGANModel(_ModelCommon, _Growth):
+    arch: Literal["progan"]
+    mbstd_group_size: PositiveInt | None = None
+    pixel_norm: bool | None = None
+    acgan_weight: NonNegativeFloat | None = None
+
+
+class StyleGAN1Model(_ModelCommon, _Growth):
+    arch: Literal["stylegan1"]
+    w_dim: PositiveInt | None = None
+    mapping_layers: PositiveInt | None = None
+    upsample_mode: Literal["bilinear", "nearest"] | None = None
+    use_blur: bool | None = None
+    use_noise: bool | None = None
+    normalize_latents: bool | None = None
+    const_init: Literal["zeros", "ones", "zero_normal", "one_normal"] | None = None
+    mapping_lr_scale: Annotated[float, Field(gt=0)] | None = None
+
+
+def _arch(value: Any) -> str:
+    return value.get("arch", "stylegan2") if isinstance(value, dict) else getattr(value, "arch", "stylegan2")
+
+
+#: ``model`` is a union on ``arch`` (default stylegan2): each family validates its own keys.
+ModelParams = Annotated[
+    Annotated[StyleGAN2Model, Tag("stylegan2")]
+    | Annotated[ProGANModel, Tag("progan")]
+    | Annotated[StyleGAN1Model, Tag("stylegan1")],
+    Discriminator(_arch),
+]
 
 
 class TrainParams(Section):
-    cfg: Literal["auto", "stylegan2", "paper256", "paper512", "paper1024", "cifar"] = "auto"
+    cfg: str | None = None  # a preset of model.arch's family; None: its first (stylegan2: auto)
     kimg: Annotated[float, Field(gt=0)] = 25000
     batch: PositiveInt | None = None
     gamma: NonNegativeFloat | None = None
@@ -142,7 +207,6 @@ class TrainParams(Section):
     gpus: PositiveInt = 1
     workers: Annotated[int, Field(ge=0)] = 2
     checkpoint_root: str = ".cache/checkpoints"
-    resume_from: str | None = None
 
 
 # --- w_avg / eval / report -----------------------------------------------------------------------
@@ -194,11 +258,14 @@ class Params(Section):
     data: DataParams = DataParams()
     align: AlignParams = AlignParams()
     prepare: PrepareParams = PrepareParams()
-    model: ModelParams = ModelParams()
+    model: ModelParams = StyleGAN2Model()
     train: TrainParams = TrainParams()
     w_avg: WAvgParams = WAvgParams()
     eval: EvalParams = EvalParams()
     report: ReportParams = ReportParams()
+
+
+_ARCH_TAGS = ("stylegan2", "progan", "stylegan1")
 
 
 class ParamsError(ValueError):
@@ -206,11 +273,16 @@ class ParamsError(ValueError):
 
 
 def _describe(error: dict) -> str:
-    key = ".".join(str(part) for part in error["loc"]) or "<root>"
+    loc = list(error["loc"])
+    if loc[:1] == ["model"] and len(loc) > 1 and loc[1] in _ARCH_TAGS:  # the union's tag is not a key
+        del loc[1]
+    key = ".".join(str(part) for part in loc) or "<root>"
+    if error["type"] == "union_tag_invalid":
+        return f"{key}.arch: unknown model family {error['ctx']['tag']!r}; choose one of {list(_ARCH_TAGS)}"
     if error["type"] == "extra_forbidden":
         return f"{key}: unknown key"
     if error["type"] == "value_error":
-        return f"{key}: {error['ctx']['error']}"
+        return f"{key}: {error['ctx']['error']}" if loc else str(error["ctx"]["error"])
     got = repr(error["input"])
     got = got if len(got) <= 60 else got[:57] + "..."
     return f"{key}: {error['msg'][0].lower()}{error['msg'][1:]} (got {got})"

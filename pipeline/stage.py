@@ -32,6 +32,8 @@ def run_stage(name: str, body: Callable[[Params], None], params_file: str = PARA
         body(params)
     except StageError as exc:
         sys.exit(f"{name}: {exc}")
+    except ParamsError as exc:  # a check that needs the model library (see pipeline.training)
+        sys.exit(f"{name}: {exc}\nNothing was run.")
     record_timing(name, time.perf_counter() - start)
 
 

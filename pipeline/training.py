@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.params import Params
+from pipeline.params import Params, ParamsError
 from pipeline.tracking import PipelineRun, start_run
+from stylegan.archs import get_family
 from stylegan.dataset import ShardDataset
 from stylegan.serialization import save_network
 from stylegan.training import (
@@ -51,15 +52,43 @@ class TrainOutputs:
 
 #: Params of the `model` and `train` sections that are not fields of :class:`TrainingConfig`.
 NOT_CONFIG_FIELDS = frozenset(
-    {"arch", "conditional", "cfg", "gpus", "mirror", "device", "workers", "checkpoint_root", "resume_from"}
+    {"arch", "conditional", "cfg", "gpus", "mirror", "device", "workers", "checkpoint_root"}
 )
 
 
+def check_family_params(params: Params) -> None:
+    """Refuse `train` settings that `model.arch`'s family does not use, and presets it does not have.
+
+    Kept out of the schema so that validating params does not load the model library."""
+    family = get_family(params.model.arch)
+    if params.train.cfg is not None and params.train.cfg not in family.presets:
+        presets = sorted(family.presets)
+        raise ParamsError(
+            f"train.cfg={params.train.cfg!r}: not a {family.name} preset; choose one of {presets}"
+        )
+    unused = sorted(params.train.model_fields_set & family.unused_fields)
+    if unused:
+        keys = ", ".join(f"train.{key}" for key in unused)
+        raise ParamsError(f"{keys}: not used by model.arch={family.name}; remove them")
+
+
 def training_config(params: Params, resolution: int) -> TrainingConfig:
-    """The params' `model` and `train` sections as a :class:`TrainingConfig`; None keeps the preset's."""
-    sections = {**params.model.model_dump(), **params.train.model_dump()}
-    overrides = {key: value for key, value in sections.items() if key not in NOT_CONFIG_FIELDS}
-    return resolve_config(params.train.cfg, resolution, gpus=params.train.gpus, overrides=overrides)
+    """The params' `model` and `train` sections as a :class:`TrainingConfig` of `model.arch`'s family.
+
+    None keeps the preset's value; the family's own keys become its ``arch_options``; `train` keys the
+    family does not use (refused when set, see the params schema) keep their defaults out of the config.
+    """
+    family = get_family(params.model.arch)
+    model = params.model.model_dump()
+    train = {k: v for k, v in params.train.model_dump().items() if k not in family.unused_fields}
+    options = {k: v for k, v in model.items() if k in family.options and v is not None}
+    overrides = {
+        k: v for k, v in {**model, **train}.items() if k not in NOT_CONFIG_FIELDS and k not in family.options
+    }
+    cfg = params.train.cfg or next(iter(family.presets))
+    return resolve_config(
+        cfg, resolution, gpus=params.train.gpus, overrides=overrides, arch=family.name, arch_options=options
+    )
 
 
 def dataset_fingerprint(shards_dir: Path) -> str:
@@ -131,6 +160,7 @@ def run_training(params: Params, shards_dir: Path, outputs: TrainOutputs = Train
     With ``train.gpus > 1`` the calling command is started again under torchrun; each process then
     trains its share of every batch, and rank 0 alone logs and writes."""
     t = params.train
+    check_family_params(params)
     if t.gpus > 1 and "LOCAL_RANK" not in os.environ:
         subprocess.run(torchrun_command(t.gpus, sys.argv), check=True)
         return json.loads(outputs.metrics.read_text())

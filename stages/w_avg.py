@@ -9,9 +9,10 @@ from pipeline.stage import run_stage
 
 def main(params: Params) -> None:
     stats = compute_w_avg(params)
-    logging.info(
-        "W average of %d samples; mean distance to it %.4f", stats["num_samples"], stats["distance_mean"]
-    )
+    if stats.get("available", True):
+        logging.info(
+            "W average of %d samples; mean distance to it %.4f", stats["num_samples"], stats["distance_mean"]
+        )
 
 
 if __name__ == "__main__":

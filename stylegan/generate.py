@@ -18,6 +18,7 @@ import PIL.Image
 import torch
 from tqdm import tqdm
 
+from .archs.base import has_w_space, require_w_space
 from .latents import truncate
 from .serialization import load_network
 
@@ -27,6 +28,7 @@ __all__ = [
     "Sampler",
     "image_grid",
     "lerp",
+    "load_w_avg",
     "parse_seeds",
     "quantize_images",
     "slerp",
@@ -165,7 +167,7 @@ def quantize_images(images: torch.Tensor) -> np.ndarray:
     return (images.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu().numpy()
 
 
-def _load_w_avg(path: Path) -> torch.Tensor:
+def load_w_avg(path: Path) -> torch.Tensor:
     """The ``w_avg`` tensor of a safetensors or npz file (neither format can run code when loaded)."""
     if not path.is_file():
         raise FileNotFoundError(f"W average file not found: {path}")
@@ -191,7 +193,8 @@ class Sampler:
 
     The network is put in eval mode on ``device`` (in place, as ``Module.to`` does). ``w_avg`` overrides
     its tracked average as the centre of truncation (e.g. the estimate of the ``w_avg`` stage, from many
-    more samples than the training EMA saw).
+    more samples than the training EMA saw). A network without a W space (ProGAN) samples and
+    interpolates in z; truncation and style mixing raise :class:`~stylegan.archs.MissingWSpaceError`.
     """
 
     def __init__(
@@ -199,6 +202,11 @@ class Sampler:
     ) -> None:
         self.device = torch.device(device)
         self.network = network.eval().to(self.device)
+        self.w_avg = None
+        if not has_w_space(network):
+            if w_avg is not None:
+                require_w_space(network, "a W average")
+            return
         tracked = network.mapping.w_avg
         if w_avg is None:
             w_avg = tracked
@@ -223,7 +231,7 @@ class Sampler:
             network, _ = load_official_npz(path)
         else:
             raise ValueError(f"{path}: expected a .safetensors network or an official .npz export")
-        w_avg = None if w_avg_path is None else _load_w_avg(Path(w_avg_path))
+        w_avg = None if w_avg_path is None else load_w_avg(Path(w_avg_path))
         return cls(network, w_avg, device)
 
     # Shape of the network.
@@ -234,6 +242,10 @@ class Sampler:
     @property
     def c_dim(self) -> int:
         return int(self.network.c_dim)
+
+    @property
+    def has_w_space(self) -> bool:
+        return self.w_avg is not None
 
     @property
     def w_dim(self) -> int:
@@ -281,6 +293,7 @@ class Sampler:
     ) -> torch.Tensor:
         """ws ``[N, num_ws, w_dim]`` of z, truncated toward :attr:`w_avg` by ``psi`` in the first ``cutoff``
         layers (all when None), as the official mapping network does with its own average."""
+        require_w_space(self.network, "mapping z to ws")
         ws = self.network.mapping(z.to(self.device), self.labels(len(z), class_idx), truncation_psi=1)
         return truncate(ws, self.w_avg, psi, cutoff)
 
@@ -327,10 +340,20 @@ class Sampler:
             for start in range(0, len(seeds), batch_size):
                 chunk = slice(start, start + batch_size)
                 classes = list(class_idx[chunk]) if per_seed else class_idx
-                ws = self.map(self.latents(seeds[chunk]), psi, cutoff, classes)
-                chunks.append(self.synthesize(ws, noise_mode, batch_size))
-                bar.update(len(ws))
+                z = self.latents(seeds[chunk])
+                if self.has_w_space:
+                    chunks.append(self.synthesize(self.map(z, psi, cutoff, classes), noise_mode, batch_size))
+                else:
+                    chunks.append(self._images_of_z(z, psi, classes))
+                bar.update(len(z))
         return np.concatenate(chunks)
+
+    @torch.no_grad()
+    def _images_of_z(self, z: torch.Tensor, psi: float, class_idx: int | Sequence[int] | None) -> np.ndarray:
+        """uint8 images of ``G(z, c)`` for a network without W space (no truncation possible)."""
+        if psi != 1:
+            require_w_space(self.network, f"truncation (psi={psi})")
+        return quantize_images(self.network(z, self.labels(len(z), class_idx)))
 
     def style_mixing_grid(
         self,
@@ -389,6 +412,8 @@ class Sampler:
             raise ValueError(f"frames_per_transition must be at least 1, got {frames_per_transition}")
         if space not in ("z", "w"):
             raise ValueError(f"unknown interpolation space {space!r}; use 'z' or 'w'")
+        if space == "w" or psi != 1:
+            require_w_space(self.network, f"interpolation in W / with psi={psi}")
         t = torch.arange(frames_per_transition, device=self.device, dtype=torch.float32)[:, None]
         t = t / frames_per_transition
         z = self.latents(seeds)
@@ -399,6 +424,18 @@ class Sampler:
         ws = self.map(z, psi, class_idx=class_idx)
         t = t[:, :, None]
         return torch.cat([lerp(a[None], b[None], t) for a, b in zip(ws, ws.roll(-1, dims=0), strict=True)])
+
+    def _z_loop_images(
+        self, seeds: Sequence[int], frames_per_transition: int, class_idx: int | None, batch_size: int
+    ) -> np.ndarray:
+        """Frames of the closed slerp loop through ``seeds`` in z, for a network without W space."""
+        if len(seeds) < 2 or frames_per_transition < 1:
+            raise ValueError("interpolation needs at least 2 seeds and 1 frame per transition")
+        t = torch.arange(frames_per_transition, device=self.device, dtype=torch.float32)[:, None]
+        z = self.latents(seeds)
+        t = t / frames_per_transition
+        path = torch.cat([slerp(a[None], b[None], t) for a, b in zip(z, z.roll(-1, 0), strict=True)])
+        return np.concatenate([self._images_of_z(chunk, 1.0, class_idx) for chunk in path.split(batch_size)])
 
     def interpolate(
         self,
@@ -424,8 +461,12 @@ class Sampler:
         path = Path(path)
         if path.suffix.lower() not in ANIMATION_FORMATS:
             raise ValueError(f"{path}: an animation must end in one of {ANIMATION_FORMATS}")
-        ws = self.interpolation_ws(seeds, frames_per_transition, space, psi, class_idx)
-        frames = [to_pil(image) for image in self.synthesize(ws, noise_mode, batch_size, progress)]
+        if self.has_w_space:
+            ws = self.interpolation_ws(seeds, frames_per_transition, space, psi, class_idx)
+            images = self.synthesize(ws, noise_mode, batch_size, progress)
+        else:
+            images = self._z_loop_images(seeds, frames_per_transition, class_idx, batch_size)
+        frames = [to_pil(image) for image in images]
         if size is not None and size != self.resolution:
             frames = [frame.resize((size, size), PIL.Image.Resampling.LANCZOS) for frame in frames]
         options = {"quality": 90} if path.suffix.lower() == ".webp" else {}

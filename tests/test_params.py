@@ -59,3 +59,60 @@ def test_stage_with_bad_params_exits_before_any_work(tmp_path):
     assert "prepare.resolution" in result.stderr
     assert "Nothing was run" in result.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_preset_resolves_to_a_training_config_of_its_family(path):
+    from pipeline.training import check_family_params, training_config
+
+    params = load_params(path)
+    check_family_params(params)
+    config = training_config(params, params.prepare.resolution)
+    assert config.arch == params.model.arch
+
+
+def test_stylegan1_preset_has_seed_000s_settings():
+    from pipeline.training import training_config
+
+    params = load_params(ROOT / "configs" / "stylegan1_ffhq256.yaml")
+    config = training_config(params, 256)
+    options = config.arch_options
+    assert (config.z_dim, config.w_dim, config.lr_g, config.lr_d) == (256, 256, 0.001, 0.001)
+    assert (options["start_resolution"], options["fade_kimg"], options["stable_kimg"]) == (8, 1200, 1200)
+    assert [options["batch_schedule"][2**level] for level in range(2, 9)] == [64, 64, 32, 32, 16, 8, 8]
+    assert (options["upsample_mode"], options["use_blur"], options["objective"]) == (
+        "bilinear",
+        False,
+        "wgangp",
+    )
+    assert options["mapping_lr_scale"] * config.lr_g == pytest.approx(1e-5)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (
+            {"model": {"arch": "progan"}, "train": {"pl_weight": 1.0}},
+            "train.pl_weight: not used by model.arch=progan",
+        ),
+        (
+            {"model": {"arch": "stylegan1"}, "train": {"cfg": "auto"}},
+            "train.cfg='auto': not a stylegan1 preset",
+        ),
+    ],
+)
+def test_train_keys_a_family_does_not_use_are_refused(raw, expected):
+    from pipeline.training import check_family_params
+
+    with pytest.raises(ParamsError, match=expected.replace("(", r"\(")):
+        check_family_params(parse_params(raw))
+
+
+def test_model_is_a_union_on_arch():
+    assert type(parse_params({"model": {"arch": "progan", "fade_kimg": 3}}).model).__name__ == "ProGANModel"
+    with pytest.raises(ParamsError, match="model.pixel_nrm: unknown key"):
+        parse_params({"model": {"arch": "progan", "pixel_nrm": True}})
+    with pytest.raises(ParamsError, match="model.arch: unknown model family 'stylegan9'"):
+        parse_params({"model": {"arch": "stylegan9"}})
+    with pytest.raises(ParamsError, match="model.w_dim: unknown key"):
+        parse_params({"model": {"arch": "progan", "w_dim": 512}})

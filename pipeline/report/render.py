@@ -19,7 +19,7 @@ import PIL.Image
 from pipeline.files import file_digest
 from pipeline.params import ReportParams
 from stylegan.files import atomic_write_text
-from stylegan.generate import Sampler
+from stylegan.generate import Sampler, load_w_avg
 
 from . import plots, samples, tables
 
@@ -68,11 +68,19 @@ def _generator_section(
     if network is None:
         return {"missing": _missing("generator", generator_path)}
     w_avg = _present(w_avg_path)
-    G = Sampler.load(network, device, w_avg)
+    G = Sampler.load(network, device)
+    if w_avg is not None and G.has_w_space:
+        G = Sampler(G.network, load_w_avg(w_avg), device)
     figures = samples.render_samples(G, params, root / IMAGES_DIR)
     images = [_page_image(f.file, root, f.title, f.caption, f.scale) for f in figures]
     w_avg_note = None
-    if w_avg is None:
+    if not G.has_w_space:
+        w_avg = None
+        w_avg_note = (
+            f"{type(G.network).__name__} has no W space (no mapping network): no truncation, style mixing "
+            "or W average; samples and the interpolation are drawn in z."
+        )
+    elif w_avg is None:
         w_avg_note = _missing("separate W average", w_avg_path) + " Truncation uses the training average."
     return {
         "missing": None,
@@ -83,8 +91,8 @@ def _generator_section(
         "shape": {
             "resolution": f"{G.resolution}×{G.resolution}",
             "z_dim": G.z_dim,
-            "w_dim": G.w_dim,
-            "num_ws": G.num_ws,
+            "w_dim": G.w_dim if G.has_w_space else "none (no W space)",
+            "num_ws": G.num_ws if G.has_w_space else "none",
             "classes": G.c_dim or "unconditional",
         },
         "images": images,

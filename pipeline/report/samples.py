@@ -67,7 +67,7 @@ def render_samples(G: Sampler, params: ReportParams, out_dir: Path) -> list[Samp
     """Write every sample figure into ``out_dir``; return them in page order.
 
     A conditional network draws the sample grids with classes cycling over the seeds and every other
-    figure for class 0.
+    figure for class 0. A network without a W space (ProGAN) gets no truncation or style-mixing figures.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     figures = _Figures(out_dir, G.resolution)
@@ -78,7 +78,7 @@ def render_samples(G: Sampler, params: ReportParams, out_dir: Path) -> list[Samp
     other_class_note = " Class 0." if conditional else ""
     cols = min(len(params.grid_seeds), max(4, math.ceil(math.sqrt(2 * len(params.grid_seeds)))))
 
-    for psi in dict.fromkeys([1.0, params.psi]):
+    for psi in dict.fromkeys([1.0, params.psi] if G.has_w_space else [1.0]):
         grid = image_grid(G.generate(params.grid_seeds, psi=psi, class_idx=grid_classes), cols)
         what = "no truncation" if psi == 1 else "truncated toward the W average"
         figures.add(
@@ -88,36 +88,39 @@ def render_samples(G: Sampler, params: ReportParams, out_dir: Path) -> list[Samp
             f"Seeds {_seeds_text(params.grid_seeds)} in reading order; {what}.{class_note}",
         )
 
-    sweep_seeds = params.grid_seeds[:SWEEP_ROWS]
-    psis = ", ".join(f"{psi:g}" for psi in params.truncation_sweep)
-    figures.add(
-        G.truncation_sweep(sweep_seeds, params.truncation_sweep, class_idx=one_class),
-        "truncation_sweep.png",
-        "Truncation sweep",
-        f"Rows: seeds {_seeds_text(sweep_seeds)}. Columns: ψ = {psis}; ψ = 0 is the W average itself, "
-        f"1 is no truncation, values outside [0, 1] extrapolate.{other_class_note}",
-    )
-
-    for group in STYLE_GROUPS:
-        layers = style_layers(group, G.num_ws)
+    if G.has_w_space:  # truncation and style mixing act on ws
+        sweep_seeds = params.grid_seeds[:SWEEP_ROWS]
+        psis = ", ".join(f"{psi:g}" for psi in params.truncation_sweep)
         figures.add(
-            G.style_mixing_grid(
-                params.mixing_rows, params.mixing_cols, group, params.psi, class_idx=one_class
-            ),
-            f"style_mixing_{group}.png",
-            f"Style mixing: {group} styles",
-            f"Top row: seeds {_seeds_text(params.mixing_cols)}; left column: seeds "
-            f"{_seeds_text(params.mixing_rows)}. Each cell keeps its row's ws and takes "
-            f"{_layers_text(layers)} (of {G.num_ws}) from its column; ψ = {params.psi:g}.{other_class_note}",
+            G.truncation_sweep(sweep_seeds, params.truncation_sweep, class_idx=one_class),
+            "truncation_sweep.png",
+            "Truncation sweep",
+            f"Rows: seeds {_seeds_text(sweep_seeds)}. Columns: ψ = {psis}; ψ = 0 is the W average itself, "
+            f"1 is no truncation, values outside [0, 1] extrapolate.{other_class_note}",
         )
 
+        for group in STYLE_GROUPS:
+            layers = style_layers(group, G.num_ws)
+            figures.add(
+                G.style_mixing_grid(
+                    params.mixing_rows, params.mixing_cols, group, params.psi, class_idx=one_class
+                ),
+                f"style_mixing_{group}.png",
+                f"Style mixing: {group} styles",
+                f"Top row: seeds {_seeds_text(params.mixing_cols)}; left column: seeds "
+                f"{_seeds_text(params.mixing_rows)}. Each cell keeps its row's ws and takes "
+                f"{_layers_text(layers)} (of {G.num_ws}) from its column; ψ = {params.psi:g}."
+                f"{other_class_note}",
+            )
+
+    psi_of_walk = params.psi if G.has_w_space else 1.0
     file = out_dir / INTERPOLATION_FILE
     G.interpolate(
         params.interpolation_seeds,
         file,
         params.interpolation_frames,
         space="z",
-        psi=params.psi,
+        psi=psi_of_walk,
         class_idx=one_class,
         size=figures.cell,
     )
@@ -128,7 +131,7 @@ def render_samples(G: Sampler, params: ReportParams, out_dir: Path) -> list[Samp
             "Latent interpolation",
             f"A loop through seeds {_seeds_text(params.interpolation_seeds)} and back to the first: "
             f"{params.interpolation_frames} frames per transition, {total} in all; spherical interpolation "
-            f"in z, ψ = {params.psi:g}.{other_class_note}{figures.size_note}",
+            f"in z, ψ = {psi_of_walk:g}.{other_class_note}{figures.size_note}",
             figures.scale(256),
         )
     )

@@ -17,6 +17,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from stylegan.archs.base import has_w_space
 from stylegan.devices import resolve_device
 
 from .detectors import DetectorFile, DetectorStore, DetectorUnavailable
@@ -343,6 +344,11 @@ def compute_metrics(
 def _ppl(metric: PPLMetric, G: Any, store: DetectorStore, run: _Run, ppl_crop: bool | None) -> dict[str, Any]:
     crop = metric.crop if ppl_crop is None else ppl_crop
     params = {"epsilon": metric.epsilon, "space": metric.space, "sampling": metric.sampling, "crop": crop}
+    if not has_w_space(G):
+        reason = (
+            f"not applicable: PPL walks the mapping network's latent paths; {type(G).__name__} has no W space"
+        )
+        return _unavailable(reason, num_real=None, params=params)
     try:
         vgg = store.load_vgg16("vgg16", run.device)
     except DetectorUnavailable as err:

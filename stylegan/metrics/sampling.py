@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from stylegan.archs.base import has_w_space, require_w_space
+
 from ..latents import truncate
 from .images import quantize_generated
 
@@ -86,7 +88,11 @@ def generate_images(
     label_sampler: LabelSampler | None = None,
     noise_mode: str = "random",
 ) -> Iterator[torch.Tensor]:
-    """Yield uint8 ``[B, C, H, W]`` batches of generated images, ``num_images`` in total."""
+    """Yield uint8 ``[B, C, H, W]`` batches of generated images, ``num_images`` in total.
+
+    A generator without a W space (ProGAN) is called as ``G(z, c)``; it cannot be truncated."""
+    if truncation_psi != 1 and not has_w_space(G):
+        require_w_space(G, f"truncation (psi={truncation_psi})")
     G = prepare_generator(G, device)
     w_avg_t = None if w_avg is None else torch.as_tensor(w_avg, dtype=torch.float32, device=device)
     for stream, start in enumerate(range(0, num_images, batch_size)):
@@ -95,7 +101,9 @@ def generate_images(
         with seeded(seed, stream, device) as rng, torch.inference_mode():
             z = torch.randn([n, G.z_dim], device=device)
             c = sample_labels(G, n, rng, label_sampler, device)
-            images = quantize_generated(
-                G.synthesis(map_latents(G, z, c, truncation_psi, w_avg_t), noise_mode=noise_mode)
-            )
+            if has_w_space(G):
+                ws = map_latents(G, z, c, truncation_psi, w_avg_t)
+                images = quantize_generated(G.synthesis(ws, noise_mode=noise_mode))
+            else:
+                images = quantize_generated(G(z, c))
         yield images
