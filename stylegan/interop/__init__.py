@@ -2,9 +2,13 @@
 
 One module per source format:
 
+- :mod:`.progan_zoo`: pytorch_GAN_zoo's ProGAN (GNet/DNet state dicts and checkpoints).
+- :mod:`.stylegan1_tae`: seed 000's StyleGAN v1 (t-ae/style-gan-pytorch state dicts and checkpoints).
 - :mod:`.stylegan2_npz`: NVIDIA StyleGAN2-ADA state dicts and the reference ``.npz`` format.
 """
 
+from stylegan.interop.progan_zoo import load_progan_zoo
+from stylegan.interop.stylegan1_tae import load_stylegan1_tae
 from stylegan.interop.stylegan2_npz import (
     discriminator_from_official,
     discriminator_kwargs_from_meta,
@@ -17,6 +21,8 @@ from stylegan.interop.stylegan2_npz import (
 )
 
 __all__ = [
+    "load_progan_zoo",
+    "load_stylegan1_tae",
     "discriminator_from_official",
     "discriminator_kwargs_from_meta",
     "export_official_state_dict",
