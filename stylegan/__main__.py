@@ -6,11 +6,13 @@ Examples::
     python -m stylegan mix --network G.safetensors --rows 85,100,75 --cols 55,821,1789 --styles coarse \\
         --out mix.png
     python -m stylegan interpolate --network G.safetensors --seeds 0-3 --frames 24 --space w --out loop.webp
+    python -m stylegan import network-snapshot-001000.pkl --out G.safetensors   # + G.json (provenance)
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +20,10 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .devices import resolve_device
+from .files import atomic_write_json
 from .generate import ANIMATION_FORMATS, NOISE_MODES, Sampler, parse_seeds, to_pil
+from .interop import load_official_npz, load_official_pkl
+from .serialization import read_network_metadata, save_network
 
 
 def _seeds(text: str) -> list[int]:
@@ -112,11 +117,58 @@ def _parser() -> argparse.ArgumentParser:
     interpolate.add_argument(
         "--out", type=Path, required=True, help=f"output file: {', '.join(ANIMATION_FORMATS)}"
     )
+
+    importer = commands.add_parser(
+        "import", help="an NVIDIA .pkl or official .npz as our network file, with a provenance .json"
+    )
+    importer.add_argument("source", type=Path, metavar="PATH", help="NVIDIA .pkl (snapshot or TF) or .npz")
+    importer.add_argument("--out", type=Path, required=True, help="output .safetensors (.json beside it)")
+    importer.add_argument(
+        "--network", choices=("G_ema", "G", "D"), default="G_ema", help="default G_ema (an .npz has one G)"
+    )
     return parser
+
+
+def _import(args: argparse.Namespace) -> str:
+    """Convert ``args.source`` (read without running code from it) and record where it came from."""
+    if not args.source.is_file():
+        raise FileNotFoundError(f"no such file: {args.source}")
+    if args.source.suffix == ".pkl":
+        loaded = load_official_pkl(args.source)
+    elif args.source.suffix == ".npz":
+        G, D = load_official_npz(args.source)
+        loaded = dict(G=G, G_ema=G, D=D, augment_p=None, training_set_kwargs=None)
+    else:
+        raise ValueError(f"{args.source}: expected an NVIDIA .pkl or an official .npz")
+    save_network(args.out, loaded[args.network])
+    class_key, init_kwargs = read_network_metadata(args.out)
+    sidecar = args.out.with_suffix(".json")
+    atomic_write_json(
+        sidecar,
+        {
+            "network": args.network,
+            "class": class_key,
+            "init_kwargs": init_kwargs,
+            "source": {"path": str(args.source.resolve()), "sha256": _sha256(args.source)},
+            "augment_p": loaded["augment_p"],
+            "training_set_kwargs": loaded["training_set_kwargs"],
+        },
+    )
+    return f"{args.out} and {sidecar}"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _run(args: argparse.Namespace) -> str:
     """Do the command; return what was written."""
+    if args.command == "import":
+        return _import(args)
     G = Sampler.load(args.network, _device(args.device), args.w_avg)
     options = {"noise_mode": args.noise_mode, "class_idx": args.class_idx}
     if args.command == "generate":

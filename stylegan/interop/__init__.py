@@ -5,8 +5,11 @@ One module per source format:
 - :mod:`.progan_zoo`: pytorch_GAN_zoo's ProGAN (GNet/DNet state dicts and checkpoints).
 - :mod:`.stylegan1_tae`: seed 000's StyleGAN v1 (t-ae/style-gan-pytorch state dicts and checkpoints).
 - :mod:`.stylegan2_npz`: NVIDIA StyleGAN2-ADA state dicts and the reference ``.npz`` format.
+- :mod:`.pickles`: NVIDIA's StyleGAN2-ADA / StyleGAN3 snapshot pickles, read without running their code
+  (TF-era pickles through :mod:`.tf_pickles`).
 """
 
+from stylegan.interop.pickles import PickleRefusedError, load_official_pkl
 from stylegan.interop.progan_zoo import load_progan_zoo
 from stylegan.interop.stylegan1_tae import load_stylegan1_tae
 from stylegan.interop.stylegan2_npz import (
@@ -23,6 +26,8 @@ from stylegan.interop.stylegan2_npz import (
 __all__ = [
     "load_progan_zoo",
     "load_stylegan1_tae",
+    "PickleRefusedError",
+    "load_official_pkl",
     "discriminator_from_official",
     "discriminator_kwargs_from_meta",
     "export_official_state_dict",
