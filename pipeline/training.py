@@ -207,9 +207,17 @@ def _train_here(
         )
         for path in (outputs.generator, outputs.curves, outputs.metrics):
             path.parent.mkdir(parents=True, exist_ok=True)
-        save_network(outputs.generator, summary.G_ema)
+        save_network(
+            outputs.generator,
+            summary.G_ema,
+            extra_metadata={"family": config.arch, "training_config": json.dumps(config.to_dict())},
+        )
         outputs.generator_config.write_text(
-            json.dumps({"training": config.to_dict(), "kimg": summary.cur_nimg / 1000}, indent=2) + "\n"
+            json.dumps(
+                {"family": config.arch, "training": config.to_dict(), "kimg": summary.cur_nimg / 1000},
+                indent=2,
+            )
+            + "\n"
         )
         outputs.curves.write_text((run_dir / "curves.tsv").read_text())
         final = {"kimg": summary.cur_nimg / 1000, "ticks": summary.ticks, **summary.metrics}

@@ -367,6 +367,7 @@ class Sampler:
         """NVIDIA's style-mixing figure: a black corner, the column seeds along the top, the row seeds down
         the left, and in cell (r, c) the ws of row seed r with the ``col_styles`` layers taken from column
         seed c (see :func:`style_layers` for the named groups)."""
+        require_w_space(self.network, "style mixing")
         if not row_seeds or not col_seeds:
             raise ValueError("style mixing needs at least one row seed and one column seed")
         layers = style_layers(col_styles, self.num_ws)
@@ -390,6 +391,7 @@ class Sampler:
         class_idx: int | None = None,
     ) -> PIL.Image.Image:
         """A grid with one row per seed and one column per psi, all truncated toward :attr:`w_avg`."""
+        require_w_space(self.network, "a truncation sweep")
         if not seeds or not psis:
             raise ValueError("a truncation sweep needs at least one seed and one psi")
         z = self.latents(seeds)

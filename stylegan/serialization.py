@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+from collections.abc import Mapping
 from typing import TypeVar
 
 import torch
@@ -37,15 +38,30 @@ def register_network(cls: ModuleType) -> ModuleType:
     return cls
 
 
-def save_network(path: str | os.PathLike[str], module: nn.Module) -> None:
-    """Write ``module``'s state dict and rebuild information to a safetensors file at ``path``."""
+def save_network(
+    path: str | os.PathLike[str], module: nn.Module, extra_metadata: Mapping[str, str] | None = None
+) -> None:
+    """Write ``module``'s state dict and rebuild information to a safetensors file at ``path``.
+
+    ``extra_metadata`` (strings) is stored beside, e.g. the model family and its training config."""
     key = _class_key(type(module))
     if key not in _REGISTRY:
         raise ValueError(f"{key} is not a registered network class; known: {sorted(_REGISTRY)}")
     tensors = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    metadata = {"format": FORMAT, "class": key, "init_kwargs": json.dumps(module.init_kwargs)}
+    metadata = {
+        **(extra_metadata or {}),
+        "format": FORMAT,
+        "class": key,
+        "init_kwargs": json.dumps(module.init_kwargs),
+    }
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
+
+
+def read_file_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """All metadata of a network file (``format``, ``class``, ``init_kwargs`` and any extra keys)."""
+    with safe_open(str(path), framework="pt") as f:
+        return dict(f.metadata() or {})
 
 
 def read_network_metadata(path: str | os.PathLike[str]) -> tuple[str, dict]:

@@ -34,7 +34,11 @@ CURVE_PANELS = (
     CurvePanel("losses", "Losses", "loss", (("loss_G", "Loss/G/loss"), ("loss_D", "Loss/D/loss"))),
     CurvePanel("r1", "R1 penalty", "penalty", (("r1_penalty", "Loss/r1_penalty"),), log_y=True),
     CurvePanel("path_length", "Path length penalty", "penalty", (("pl_penalty", "Loss/pl_penalty"),)),
+    CurvePanel("wgan_gp", "Gradient penalty and drift (WGAN-GP)", "penalty", (("gp_penalty",), ("drift",))),
     CurvePanel("augment", "Augmentation probability p", "p", (("augment_p", "Progress/augment"),)),
+    # Progressive growing (ProGAN, StyleGAN v1): the resolution trained and the newest block's weight.
+    CurvePanel("growth_resolution", "Growth: resolution", "pixels", (("resolution",),), log_y=True),
+    CurvePanel("growth_alpha", "Growth: fade-in alpha (1 = fully grown)", "alpha", (("alpha",),)),
     CurvePanel("speed", "Training speed", "images / s", (("img_s", "img_per_s", "Timing/img_per_sec"),)),
     CurvePanel("sec_per_kimg", "Time per kimg", "s / kimg", (("sec_per_kimg", "Timing/sec_per_kimg"),)),
 )

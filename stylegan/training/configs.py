@@ -122,7 +122,10 @@ class TrainingConfig:
         The total length (``kimg``) is left out so that a longer run resumes from a shorter one's
         checkpoints; tick, snapshot and sample settings only change what is reported and kept.
         """
-        return {k: v for k, v in self.to_dict().items() if k not in BOOKKEEPING_FIELDS}
+        identity = {k: v for k, v in self.to_dict().items() if k not in BOOKKEEPING_FIELDS}
+        if identity["arch"] == "stylegan2" and not identity["arch_options"]:  # as before families existed,
+            del identity["arch"], identity["arch_options"]  # so their runs keep their checkpoint folders
+        return identity
 
 
 _AT_LEAST_ONE = (

@@ -528,6 +528,7 @@ def _check_network(name: str, net: nn.Module, shape: DatasetShape) -> None:
 
 
 def _check_same_run(path: Path, saved: dict[str, Any], config: TrainingConfig) -> None:
+    saved = {"arch": "stylegan2", "arch_options": {}, **saved}  # written before model families existed
     current = config.to_dict()
     changed = sorted(k for k in current if k not in BOOKKEEPING_FIELDS and saved.get(k) != current[k])
     if changed:

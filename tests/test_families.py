@@ -1,0 +1,89 @@
+"""The model-family seam: registry, configs per family, and files written before families existed."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from stylegan.archs import FAMILY_NAMES, MissingWSpaceError, get_family, has_w_space
+from stylegan.generate import Sampler
+from stylegan.serialization import load_network, read_file_metadata, save_network
+from stylegan.training import CheckpointManager, resolve_config, train
+from stylegan.training.configs import build_networks
+from stylegan.training.data import TensorImageDataset
+
+TINY_SG2 = dict(
+    batch=4, batch_gpu=4, kimg=0.008, channel_base=256, channel_max=16, z_dim=16, w_dim=16, map=1,
+    num_fp16_res=0, tick_kimg=0.004, snapshot_kimg=0.004, sample_seeds=[0], aug="noaug",
+)  # fmt: skip
+
+
+def test_every_family_is_registered_under_its_name():
+    for name in ("stylegan2", "progan", "stylegan1"):
+        assert name in FAMILY_NAMES and get_family(name).name == name
+    assert get_family("progan").has_w_space is False and get_family("stylegan1").progressive
+    with pytest.raises(ValueError, match="unknown model family 'stylegan9'"):
+        get_family("stylegan9")
+
+
+@pytest.mark.parametrize(
+    ("arch", "cfg"), [("stylegan2", "auto"), ("progan", "paper"), ("stylegan1", "seed000")]
+)
+def test_each_family_builds_networks_at_the_data_resolution(arch, cfg):
+    overrides = {"z_dim": 16, "channel_base": 256, "channel_max": 16}
+    config = resolve_config(cfg, 16, 1, overrides, arch=arch)
+    G, D = build_networks(config, img_channels=1, c_dim=2)
+    assert (G.img_resolution, G.img_channels, G.c_dim, D.c_dim) == (16, 1, 2, 2)
+    assert has_w_space(G) == get_family(arch).has_w_space
+
+
+def test_stylegan2_run_keys_are_unchanged_by_the_seam():
+    """A StyleGAN2 config's identity has no family fields, so workspaces keep resuming their runs."""
+    identity = resolve_config("auto", 16, 1, TINY_SG2).identity()
+    assert "arch" not in identity and "arch_options" not in identity
+    assert resolve_config("paper", 16, 1, {}, arch="progan").identity()["arch"] == "progan"
+
+
+def test_a_checkpoint_written_before_families_resumes(tmp_path):
+    config = resolve_config("auto", 16, 1, TINY_SG2)
+    images = (torch.rand(8, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
+    first = train(config, TensorImageDataset(images), tmp_path, device="cpu")
+    manager = CheckpointManager(tmp_path / "checkpoints")
+    path, state = manager.load_latest()
+    del state["config"]["arch"], state["config"]["arch_options"]  # as the code before the seam wrote it
+    state["pl_mean"] = state.pop("loss")["pl_mean"]
+    torch.save(state, path)
+    longer = resolve_config("auto", 16, 1, {**TINY_SG2, "kimg": 0.012})
+    resumed = train(longer, TensorImageDataset(images), tmp_path, device="cpu")
+    assert resumed.resumed_from == path and resumed.cur_nimg == first.cur_nimg + 4
+
+
+def test_network_files_name_their_family_and_sg2_files_without_it_still_load(tmp_path):
+    config = resolve_config("paper", 8, 1, {"z_dim": 8, "channel_base": 64, "channel_max": 8}, arch="progan")
+    G, _ = build_networks(config, img_channels=3, c_dim=0)
+    save_network(tmp_path / "G.safetensors", G, extra_metadata={"family": "progan"})
+    assert read_file_metadata(tmp_path / "G.safetensors")["family"] == "progan"
+    assert type(load_network(tmp_path / "G.safetensors")).__name__ == "ProGANGenerator"
+    G2, _ = build_networks(resolve_config("auto", 8, 1, TINY_SG2), img_channels=3, c_dim=0)
+    save_network(tmp_path / "old.safetensors", G2)  # no extra metadata, as before
+    assert "family" not in read_file_metadata(tmp_path / "old.safetensors")
+    assert load_network(tmp_path / "old.safetensors").z_dim == 16
+
+
+def test_a_generator_without_w_space_samples_in_z_and_refuses_truncation(tmp_path):
+    config = resolve_config("paper", 8, 1, {"z_dim": 8, "channel_base": 64, "channel_max": 8}, arch="progan")
+    G, _ = build_networks(config, img_channels=3, c_dim=0)
+    sampler = Sampler(G)
+    images = sampler.generate([0, 1, 2])
+    assert images.shape == (3, 8, 8, 3) and images.dtype.name == "uint8"
+    direct = G(sampler.latents([1]), torch.zeros(1, 0))
+    assert torch.equal(
+        torch.from_numpy(images[1:2]).permute(0, 3, 1, 2),
+        (direct * 127.5 + 128).clamp(0, 255).to(torch.uint8),
+    )
+    with pytest.raises(MissingWSpaceError, match="truncation.*ProGANGenerator has none"):
+        sampler.generate([0], psi=0.7)
+    with pytest.raises(MissingWSpaceError, match="ProGANGenerator"):
+        sampler.style_mixing_grid([0], [1])
+    path = sampler.interpolate([0, 1], tmp_path / "walk.gif", frames_per_transition=2)
+    assert path.is_file()
