@@ -1,0 +1,1 @@
+"""Everything around the model: params, data sources, alignment, shards, tracking, flows, the report."""

@@ -78,6 +78,7 @@ def test_stylegan1_preset_has_seed_000s_settings():
     config = training_config(params, 256)
     options = config.arch_options
     assert (config.z_dim, config.w_dim, config.lr_g, config.lr_d) == (256, 256, 0.001, 0.001)
+    assert config.mapping_layers == 7  # t-ae's network.py
     assert (options["start_resolution"], options["fade_kimg"], options["stable_kimg"]) == (8, 1200, 1200)
     assert [options["batch_schedule"][2**level] for level in range(2, 9)] == [64, 64, 32, 32, 16, 8, 8]
     assert (options["upsample_mode"], options["use_blur"], options["objective"]) == (

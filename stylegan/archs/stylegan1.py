@@ -2,7 +2,8 @@
 
 Presets (``train.cfg``):
 
-- ``seed000``: seed 000's settings (t-ae/style-gan-pytorch ``settings.json``): z and w 256, bilinear
+- ``seed000``: seed 000's settings (t-ae/style-gan-pytorch ``settings.json``): z and w 256, a 7-layer
+  mapping network (as its ``network.py``; the paper has 8), bilinear
   resampling without blur, growth from 8 px (its level 2) with 1.2 M images fading and 1.2 M
   stabilising per resolution, minibatch 64 at 4-8 px, 32 at 16-32, 16 at 64, 8 at 128-256 px, lr 0.001
   for G and D and 1e-5 for the mapping network (``lr_scale`` 0.01), Adam (0, 0.99, 1e-8) never reset,
@@ -59,7 +60,7 @@ def _seed000(resolution: int, gpus: int) -> dict[str, Any]:
         batch_gpu=512,
         z_dim=256,
         w_dim=256,
-        mapping_layers=8,
+        mapping_layers=7,  # t-ae's mapping network has 7 dense layers, not the paper's 8
         channel_base=4096,
         channel_max=256,
         lr_g=0.001,
