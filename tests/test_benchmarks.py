@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -96,3 +97,17 @@ def test_matmul_flop_rate_is_a_plausible_rate():
     bench = _bench_networks_module()
     rate = bench.matmul_flop_rate(torch.device("cpu"), lambda: None, size=256, repeats=2)
     assert 1e8 < rate < 1e14
+
+
+def test_bench_progressive_prints_a_ratio_per_family_and_resolution():
+    result = subprocess.run(
+        [sys.executable, "benchmarks/bench_progressive.py", "--final", "8", "--batch", "4", "--ticks", "1",
+         "--channel-base", "128", "--channel-max", "16", "--z-dim", "16"],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = [line.split() for line in result.stdout.splitlines() if line.split()[:1] == ["8"]]
+    assert len(rows) == 1
+    sg2, progan, progan_ratio, sg1, sg1_ratio = map(float, rows[0][1:])  # img/s printed to 0.1
+    assert progan_ratio == pytest.approx(progan / sg2, rel=0.1)
+    assert sg1_ratio == pytest.approx(sg1 / sg2, rel=0.1)
