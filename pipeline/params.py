@@ -128,6 +128,20 @@ class StyleGAN2Model(_ModelCommon):
     mbstd_num_channels: PositiveInt = 1
 
 
+class StyleGAN3Model(_ModelCommon):
+    arch: Literal["stylegan3"]
+    config: Literal["t", "r"] = "t"  # alias-free config: T (translation) or R (translation and rotation)
+    w_dim: PositiveInt = 512
+    mapping_layers: PositiveInt | None = None
+    conv_clamp: PositiveInt | None = 256
+    num_fp16_res: Annotated[int, Field(ge=0)] = 4
+    mbstd_group_size: PositiveInt | None = None
+    mbstd_num_channels: PositiveInt = 1
+    blur_init_sigma: NonNegativeFloat | None = None  # None: the preset's (10 for R, 0 for T)
+    blur_fade_kimg: NonNegativeFloat | None = None  # None: batch * 200 / 32
+    magnitude_ema_beta: Annotated[float, Field(ge=0, lt=1)] | None = None  # None: 0.5 ** (batch / 20000)
+
+
 class _Growth(Section):
     """Progressive growing (ProGAN, StyleGAN v1); None keeps the preset's value."""
 
@@ -175,7 +189,8 @@ def _arch(value: Any) -> str:
 ModelParams = Annotated[
     Annotated[StyleGAN2Model, Tag("stylegan2")]
     | Annotated[ProGANModel, Tag("progan")]
-    | Annotated[StyleGAN1Model, Tag("stylegan1")],
+    | Annotated[StyleGAN1Model, Tag("stylegan1")]
+    | Annotated[StyleGAN3Model, Tag("stylegan3")],
     Discriminator(_arch),
 ]
 
@@ -207,6 +222,32 @@ class TrainParams(Section):
     gpus: PositiveInt = 1
     workers: Annotated[int, Field(ge=0)] = 2
     checkpoint_root: str = ".cache/checkpoints"
+    # Metrics of G_ema during training (e.g. [fid5k_full]), at the first snapshot after every `metric_kimg`
+    # (None: every snapshot) and at the end; `export` picks the G_ema the stage writes: the last one, or
+    # the snapshot with the best (lowest) value of the first FID in `metrics`.
+    metrics: list[MetricName] = Field(default_factory=list)
+    metric_kimg: Annotated[float, Field(gt=0)] | None = None
+    export: Literal["last", "best_fid"] = "last"
+
+    @model_validator(mode="after")
+    def _best_fid_needs_a_fid(self) -> TrainParams:
+        if self.export == "best_fid" and not any(name.startswith("fid") for name in self.metrics):
+            raise ValueError(
+                f"export=best_fid keeps the snapshot with the best FID: add one (e.g. fid5k_full) to "
+                f"train.metrics (got {self.metrics})"
+            )
+        return self
+
+    @field_validator("metrics")
+    @classmethod
+    def _one_number_each(cls, names: list[str]) -> list[str]:
+        several = [name for name in names if name.startswith(("pr", "is"))]
+        if several:  # the training curves and their chart have one column per metric
+            raise ValueError(
+                f"{', '.join(several)} gives several numbers; metrics during training are ones of a single "
+                "number (FID, KID, PPL)"
+            )
+        return names
 
 
 # --- w_avg / eval / report -----------------------------------------------------------------------
@@ -221,6 +262,8 @@ class WAvgParams(Section):
 
 MetricName = Literal[
     "fid50k_full",
+    "fid10k_full",
+    "fid5k_full",
     "kid50k_full",
     "pr50k3_full",
     "pr_inception",
@@ -265,7 +308,7 @@ class Params(Section):
     report: ReportParams = ReportParams()
 
 
-_ARCH_TAGS = ("stylegan2", "progan", "stylegan1")
+_ARCH_TAGS = ("stylegan2", "progan", "stylegan1", "stylegan3")
 
 
 class ParamsError(ValueError):

@@ -19,8 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from pipeline.params import Params, ParamsError
 from pipeline.tracking import PipelineRun, start_run
+from pipeline.training_metrics import FEATURE_CACHE, TrainingMetrics, exported_generator
 from stylegan.archs import get_family
 from stylegan.dataset import ShardDataset
 from stylegan.serialization import save_network
@@ -28,6 +31,7 @@ from stylegan.training import (
     DistributedContext,
     TickReport,
     TrainingConfig,
+    build_networks,
     init_distributed,
     resolve_config,
     run_key,
@@ -53,7 +57,13 @@ class TrainOutputs:
 #: Params of the `model` and `train` sections that are not fields of :class:`TrainingConfig`.
 NOT_CONFIG_FIELDS = frozenset(
     {"arch", "conditional", "cfg", "gpus", "mirror", "device", "workers", "checkpoint_root"}
+    | {"metrics", "metric_kimg", "export"}  # what is measured during training, and which G_ema is written
 )
+
+
+#: `train` keys whose schema defaults are StyleGAN2's, which other presets change (cifar, StyleGAN3 and
+#: the progressive families turn path length and mixing off): the preset decides unless the file sets them.
+PRESET_REGULARIZATION = frozenset({"pl_weight", "pl_interval", "r1_interval", "style_mixing_prob"})
 
 
 def check_family_params(params: Params) -> None:
@@ -75,17 +85,23 @@ def check_family_params(params: Params) -> None:
 def training_config(params: Params, resolution: int) -> TrainingConfig:
     """The params' `model` and `train` sections as a :class:`TrainingConfig` of `model.arch`'s family.
 
-    None keeps the preset's value; the family's own keys become its ``arch_options``; `train` keys the
-    family does not use (refused when set, see the params schema) keep their defaults out of the config.
+    None keeps the preset's value, and so does an unset key of :data:`PRESET_REGULARIZATION`; the
+    family's own keys become its ``arch_options``; `train` keys the family does not use (refused when set,
+    see :func:`check_family_params`) stay out of the config.
     """
     family = get_family(params.model.arch)
     model = params.model.model_dump()
-    train = {k: v for k, v in params.train.model_dump().items() if k not in family.unused_fields}
+    train = {
+        k: v
+        for k, v in params.train.model_dump().items()
+        if k not in family.unused_fields
+        and (k not in PRESET_REGULARIZATION or k in params.train.model_fields_set)
+    }
     options = {k: v for k, v in model.items() if k in family.options and v is not None}
     overrides = {
         k: v for k, v in {**model, **train}.items() if k not in NOT_CONFIG_FIELDS and k not in family.options
     }
-    cfg = params.train.cfg or next(iter(family.presets))
+    cfg = params.train.cfg or family.default_cfg(options)
     return resolve_config(
         cfg, resolution, gpus=params.train.gpus, overrides=overrides, arch=family.name, arch_options=options
     )
@@ -144,10 +160,18 @@ def read_curves(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f, delimiter="\t"))
 
 
-def _on_tick(run: PipelineRun, curves: CurveWriter):
+def network_sizes(config: TrainingConfig, *, img_channels: int, c_dim: int) -> dict[str, int]:
+    """Parameters of the config's generator and discriminator, ``{"G": n, "D": n}`` (built and dropped)."""
+    with torch.random.fork_rng():  # building draws initial weights; the caller's RNG stays as it was
+        G, D = build_networks(config, img_channels=img_channels, c_dim=c_dim)
+    return {name: sum(p.numel() for p in net.parameters()) for name, net in (("G", G), ("D", D))}
+
+
+def _on_tick(run: PipelineRun, curves: CurveWriter, measured: TrainingMetrics):
     def callback(report: TickReport) -> None:
-        curves.append(report.kimg, report.metrics)
-        run.log_tick(report.metrics, report.kimg)
+        values = measured.on_tick(report.kimg, report.checkpoint, report.G_ema)
+        curves.append(report.kimg, {**report.metrics, **values})
+        run.log_tick({**report.metrics, **values}, report.kimg)
         if report.samples is not None:
             run.log_image(report.samples, key="samples", kimg=report.kimg)
 
@@ -191,36 +215,66 @@ def _train_here(
         return {"kimg": summary.cur_nimg / 1000, "rank": ctx.rank}
     run_dir.mkdir(parents=True, exist_ok=True)
     log.info("checkpoints for resume: %s", run_dir)
+    sizes = network_sizes(config, img_channels=dataset.num_channels, c_dim=dataset.label_dim)
+    log.info("networks: G %s parameters, D %s parameters", f"{sizes['G']:,}", f"{sizes['D']:,}")
     curves = CurveWriter(run_dir / "curves.tsv")
+    measured = TrainingMetrics(
+        t.metrics,
+        run_dir=run_dir,
+        shards_dir=shards_dir,
+        total_kimg=config.kimg,
+        every_kimg=t.metric_kimg,
+        xflip=t.mirror,
+        conditional=params.model.conditional,
+        device=ctx.device,
+        feature_cache_dir=Path(os.environ.get("DVC_ROOT", ".")) / FEATURE_CACHE,
+        dataset_key=dataset_fingerprint(shards_dir),
+    )
     run_id_file = run_dir / MLFLOW_RUN_ID_FILE
     resume_run_id = run_id_file.read_text().strip() if run_id_file.exists() else None
 
     with start_run(params, resume_run_id=resume_run_id) as run:
         run_id_file.write_text(run.info.run_id)
+        for name, count in sizes.items():
+            run.client.set_tag(run.info.run_id, f"{name}_parameters", str(count))
         summary = train(
             config,
             dataset,
             run_dir,
-            progress_callback=_on_tick(run, curves),
+            progress_callback=_on_tick(run, curves, measured),
             num_workers=t.workers,
             distributed=ctx,
         )
+        kimg = summary.cur_nimg / 1000
+        final_values = measured.finish(summary.G_ema, kimg)
+        if final_values:  # measured after the loop: into the last tick's row
+            last = curves.rows[-1] if curves.rows and float(curves.rows[-1]["kimg"]) >= kimg - 1e-9 else {}
+            curves.append(kimg, {**{k: v for k, v in last.items() if k != "kimg"}, **final_values})
+            run.log_tick(final_values, kimg)
+        G_export, export = exported_generator(summary.G_ema, measured, t.export)
         for path in (outputs.generator, outputs.curves, outputs.metrics):
             path.parent.mkdir(parents=True, exist_ok=True)
         save_network(
             outputs.generator,
-            summary.G_ema,
+            G_export,
             extra_metadata={"family": config.arch, "training_config": json.dumps(config.to_dict())},
         )
         outputs.generator_config.write_text(
             json.dumps(
-                {"family": config.arch, "training": config.to_dict(), "kimg": summary.cur_nimg / 1000},
+                {
+                    "family": config.arch,
+                    "training": config.to_dict(),
+                    "kimg": summary.cur_nimg / 1000,
+                    "parameters": sizes,
+                    "export": export,
+                },
                 indent=2,
             )
             + "\n"
         )
         outputs.curves.write_text((run_dir / "curves.tsv").read_text())
-        final = {"kimg": summary.cur_nimg / 1000, "ticks": summary.ticks, **summary.metrics}
+        final = {"kimg": kimg, "ticks": summary.ticks, **summary.metrics, **measured.summary()}
+        final.update({"G_parameters": sizes["G"], "D_parameters": sizes["D"]})
         outputs.metrics.write_text(json.dumps(final, indent=2) + "\n")
         run.log_artifact(outputs.generator, "model")
         run.log_artifact(outputs.generator_config, "model")

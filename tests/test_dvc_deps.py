@@ -21,6 +21,7 @@ ON_DEMAND = [
     "stylegan.archs.stylegan2",
     "stylegan.archs.progan",
     "stylegan.archs.stylegan1",
+    "stylegan.archs.stylegan3",
 ]
 LOADS_NETWORKS = {"train", "w_avg", "evaluate", "report"}
 

@@ -87,3 +87,53 @@ def test_a_generator_without_w_space_samples_in_z_and_refuses_truncation(tmp_pat
         sampler.style_mixing_grid([0], [1])
     path = sampler.interpolate([0, 1], tmp_path / "walk.gif", frames_per_transition=2)
     assert path.is_file()
+
+
+def test_stylegan3_presets_follow_the_official_train_py():
+    t = resolve_config("stylegan3-t", 256, 1, {}, arch="stylegan3")
+    r = resolve_config("stylegan3-r", 256, 1, {}, arch="stylegan3", arch_options={"config": "r"})
+    assert (t.batch, t.gamma, t.lr_g, t.lr_d, t.mapping_layers, t.ema_kimg) == (32, 2.0, 0.0025, 0.002, 2, 10)
+    assert (t.pl_weight, t.pl_interval, t.style_mixing_prob, t.r1_interval) == (0, None, 0, 16)
+    assert (t.channel_base, t.channel_max, r.channel_base, r.channel_max) == (32768, 512, 65536, 1024)
+    with pytest.raises(ValueError, match="cfg='stylegan3-r' is the preset of config 'r'"):
+        resolve_config("stylegan3-r", 256, 1, {}, arch="stylegan3", arch_options={"config": "t"})
+
+
+def test_stylegan3_blur_fades_out_over_its_kimg_as_a_normalised_power_of_two_gaussian():
+    family = get_family("stylegan3")
+    small = {"z_dim": 8, "w_dim": 8, "channel_base": 64, "channel_max": 8, "num_fp16_res": 0}
+    config = resolve_config("stylegan3-r", 16, 1, small, arch="stylegan3", arch_options={"config": "r"})
+    G, D = family.build_networks(config, img_channels=1, c_dim=0)
+    loss = family.build_loss(config, G, D, augment_pipe=None, schedule=family.schedule(config))
+    fade_nimg = 32 * 200 / 32 * 1000
+    assert (
+        loss.blur_sigma(0) == 10 and loss.blur_sigma(fade_nimg / 2) == 5 and loss.blur_sigma(fade_nimg) == 0
+    )
+    from stylegan.losses import gaussian_blur
+
+    img = torch.zeros(1, 1, 9, 9)
+    img[0, 0, 4, 4] = 1
+    taps = 2.0 ** -((torch.arange(-1, 2.0) / 0.5) ** 2)  # sigma 0.5: radius floor(1.5) = 1
+    expected = torch.outer(taps, taps) / taps.sum() ** 2
+    assert torch.allclose(gaussian_blur(img, 0.5)[0, 0, 3:6, 3:6], expected, atol=1e-7)
+    assert torch.equal(gaussian_blur(img, 0.3), img)  # radius 0: no blur
+
+
+@pytest.mark.slow
+def test_stylegan3_trains_through_the_seam(tmp_path):
+    overrides = {
+        "z_dim": 8, "w_dim": 8, "channel_base": 128, "channel_max": 16, "num_fp16_res": 0, "batch": 4,
+        "batch_gpu": 4, "kimg": 0.008, "tick_kimg": 0.004, "snapshot_kimg": 0.008, "sample_seeds": [0],
+        "aug": "noaug",
+    }  # fmt: skip
+    config = resolve_config(
+        "stylegan3-t", 16, 1, overrides, arch="stylegan3", arch_options={"blur_init_sigma": 2}
+    )
+    images = (torch.rand(8, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 255).to(torch.uint8)
+    reports = []
+    summary = train(
+        config, TensorImageDataset(images), tmp_path, device="cpu", progress_callback=reports.append
+    )
+    assert type(summary.G_ema).__name__ == "StyleGAN3Generator" and summary.cur_nimg == 8
+    assert all(torch.isfinite(torch.tensor(r.metrics["loss_D"])) for r in reports)
+    assert "pl_penalty" not in reports[-1].metrics  # no path length regularisation in the preset

@@ -77,6 +77,10 @@ class ModelFamily:
     #: TrainingConfig fields this family does not use; setting them is an error, not a silent no-op.
     unused_fields: ClassVar[frozenset[str]] = frozenset()
 
+    def default_cfg(self, options: Mapping[str, Any]) -> str:
+        """The preset used when ``train.cfg`` is not given (the first, unless the options pick one)."""
+        return next(iter(self.presets))
+
     def preset_values(self, cfg_name: str, resolution: int, gpus: int) -> dict[str, Any]:
         if cfg_name not in self.presets:
             raise ValueError(
