@@ -240,7 +240,9 @@ class SynthesisLayer(nn.Module):
         self.out_size = out_size
         self.in_sampling_rate = in_sampling_rate
         self.out_sampling_rate = out_sampling_rate
-        self.tmp_sampling_rate = max(in_sampling_rate, out_sampling_rate) * (1 if is_torgb else lrelu_upsampling)
+        self.tmp_sampling_rate = max(in_sampling_rate, out_sampling_rate) * (
+            1 if is_torgb else lrelu_upsampling
+        )
         self.in_cutoff = in_cutoff
         self.out_cutoff = out_cutoff
         self.in_half_width = in_half_width
@@ -250,7 +252,9 @@ class SynthesisLayer(nn.Module):
         self.magnitude_ema_beta = magnitude_ema_beta
 
         self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
-        self.weight = nn.Parameter(torch.randn([out_channels, in_channels, self.conv_kernel, self.conv_kernel]))
+        self.weight = nn.Parameter(
+            torch.randn([out_channels, in_channels, self.conv_kernel, self.conv_kernel])
+        )
         self.bias = nn.Parameter(torch.zeros([out_channels]))
         self.register_buffer("magnitude_ema", torch.ones([]))
 
@@ -266,7 +270,11 @@ class SynthesisLayer(nn.Module):
         self.register_buffer(
             "down_filter",
             design_lowpass_filter(
-                self.down_taps, out_cutoff, out_half_width * 2, self.tmp_sampling_rate, radial=self.down_radial
+                self.down_taps,
+                out_cutoff,
+                out_half_width * 2,
+                self.tmp_sampling_rate,
+                radial=self.down_radial,
             ),
         )
         self.padding = self._padding()
@@ -551,7 +559,11 @@ class StyleGAN3Generator(nn.Module):
         )
         self.num_ws = self.synthesis.num_ws
         self.mapping = MappingNetwork(
-            z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, num_ws=self.num_ws, **{**MAPPING_DEFAULTS, **mapping_kwargs}
+            z_dim=z_dim,
+            c_dim=c_dim,
+            w_dim=w_dim,
+            num_ws=self.num_ws,
+            **{**MAPPING_DEFAULTS, **mapping_kwargs},
         )
 
     def forward(

@@ -634,3 +634,11 @@ def test_cli_import_writes_network_and_provenance(reference, tmp_path):
     main(["import", str(npz), "--out", str(out), "--network", "D"])
     record = json.loads((tmp_path / "D.json").read_text())
     assert record["class"] == "stylegan.networks_stylegan2.Discriminator" and record["augment_p"] is None
+
+
+def test_cli_import_names_a_network_the_file_lacks(reference, tmp_path, capsys):
+    out = tmp_path / "D.safetensors"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["import", str(reference / "sg3_t.npz"), "--out", str(out), "--network", "D"])
+    assert exit_info.value.code == 2 and "holds no D" in capsys.readouterr().err
+    assert not out.exists()

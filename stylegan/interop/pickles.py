@@ -30,7 +30,8 @@ network classes of those modules are accepted.
 
 The records then become our networks: their ``_init_kwargs`` build the network (with the defaults of
 the recognised module where they differ from ours) and the tensors under ``_parameters``/``_buffers``,
-named as ``state_dict()`` names them, load through the checked importers of :mod:`.stylegan2_npz`.
+named as ``state_dict()`` names them, load through the checked importers of :mod:`.stylegan2_npz` and
+:mod:`.stylegan3_npz`.
 """
 
 from __future__ import annotations
@@ -49,12 +50,8 @@ import torch
 from torch import nn
 
 from stylegan.interop import tf_pickles
-from stylegan.interop.stylegan2_npz import (
-    discriminator_from_official,
-    generator_from_official,
-    official_state_dict_to_ours,
-)
-from stylegan.networks_stylegan3 import StyleGAN3Generator
+from stylegan.interop.stylegan2_npz import discriminator_from_official, generator_from_official
+from stylegan.interop.stylegan3_npz import stylegan3_generator_from_official
 
 try:  # numpy >= 2
     from numpy._core import multiarray as _np_multiarray
@@ -303,21 +300,12 @@ def _stylegan2_generator_kwargs(record: PersistentRecord) -> dict[str, Any]:
     return dict(top, mapping_kwargs=mapping, synthesis_kwargs={**_SG3_REPO_SYNTHESIS_DEFAULTS, **kwargs})
 
 
-def _stylegan3_generator(record: PersistentRecord, source: str) -> StyleGAN3Generator:
-    try:
-        G = StyleGAN3Generator(**record.init_kwargs)
-    except TypeError as e:
-        raise ValueError(f"{source}: init_kwargs do not fit StyleGAN3Generator: {e}") from None
-    G.load_state_dict(official_state_dict_to_ours(G, record.state_dict(), source))
-    return G.eval()
-
-
 def _generator(value: Any, source: str) -> nn.Module:
     record = _expect_record(value, source)
     if record.class_name != "Generator":
         raise ValueError(f"{source}: expected a generator, found {record.qualname}")
     if record.module == "training.networks_stylegan3":
-        return _stylegan3_generator(record, source)
+        return stylegan3_generator_from_official(record.state_dict(), record.init_kwargs, source)
     return generator_from_official(record.state_dict(), _stylegan2_generator_kwargs(record), source)
 
 

@@ -261,8 +261,15 @@ def _reject_unrepresentable(where: str, leftover: Mapping[str, Any]) -> None:
         raise ValueError(f"the npz format cannot hold {where} {unsupported}")
 
 
-def load_official_npz(path: str | os.PathLike[str]) -> tuple[Generator, Discriminator]:
-    """Load ``(G, D)`` from the reference npz format (see module docstring); both in eval mode."""
+def load_official_npz(path: str | os.PathLike[str]) -> tuple[nn.Module, Discriminator | None]:
+    """Load ``(G, D)`` from the reference npz format (see module docstring); both in eval mode.
+
+    A StyleGAN3 file (see :mod:`stylegan.interop.stylegan3_npz`) gives a
+    :class:`~stylegan.networks_stylegan3.StyleGAN3Generator` and ``D = None``.
+    """
+    # Imported here: stylegan3_npz builds on this module.
+    from stylegan.interop.stylegan3_npz import is_stylegan3_meta, stylegan3_generator_from_npz
+
     path = Path(path)
     with np.load(path, allow_pickle=False) as data:
         if "meta_json" not in data.files:
@@ -271,8 +278,10 @@ def load_official_npz(path: str | os.PathLike[str]) -> tuple[Generator, Discrimi
             meta = json.loads(bytes(data["meta_json"]).decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ValueError(f"{path}: meta_json is not valid JSON: {e}") from None
-        _require(meta, ("G", "D"), f"{path}: meta_json")
         arrays = {name: data[name] for name in data.files if name != "meta_json"}
+    if is_stylegan3_meta(meta):
+        return stylegan3_generator_from_npz(meta, arrays, str(path)), None
+    _require(meta, ("G", "D"), f"{path}: meta_json")
 
     g_kwargs = generator_kwargs_from_meta(meta["G"], where=f"{path}: meta_json['G']")
     d_kwargs = discriminator_kwargs_from_meta(

@@ -56,9 +56,7 @@ def _resample(
     return x * gain if gain != 1 else x
 
 
-def _output_size(
-    in_size: int, up: int, down: int, pad0: int, pad1: int, up_taps: int, down_taps: int
-) -> int:
+def _output_size(in_size: int, up: int, down: int, pad0: int, pad1: int, up_taps: int, down_taps: int) -> int:
     """Length of one output axis of :func:`filtered_lrelu`."""
     return (in_size * up + pad0 + pad1 - (up_taps - 1) - (down_taps - 1) + (down - 1)) // down
 
