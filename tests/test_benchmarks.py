@@ -8,6 +8,8 @@ real checkout goes through. Timings are not asserted here: the benchmark prints 
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
 import re
 import subprocess
 import sys
@@ -111,3 +113,61 @@ def test_bench_progressive_prints_a_ratio_per_family_and_resolution():
     sg2, progan, progan_ratio, sg1, sg1_ratio = map(float, rows[0][1:])  # img/s printed to 0.1
     assert progan_ratio == pytest.approx(progan / sg2, rel=0.1)
     assert sg1_ratio == pytest.approx(sg1 / sg2, rel=0.1)
+
+
+@pytest.mark.slow
+def test_gpu_check_script_writes_json_and_a_summary_on_the_cpu(tmp_path):
+    """benchmarks/gpu_check.sh with tiny networks on the CPU (for its syntax and output format; the figures
+    come from a GPU). torch.compile runs with the eager backend, which traces without compiling code."""
+    checkout = tmp_path / "stylegan2-ada-pytorch"
+    (checkout / "training").mkdir(parents=True)
+    (checkout / "training" / "networks.py").write_text(
+        "from stylegan.networks_stylegan2 import Discriminator, Generator  # noqa: F401\n"
+    )
+    out = tmp_path / "out"
+    result = subprocess.run(
+        ["bash", "benchmarks/gpu_check.sh", "--device", "cpu", "--resolutions", "8", "--batch", "4",
+         "--channel-base", "64", "--channel-max", "8", "--z-dim", "8", "--mapping-layers", "2",
+         "--steps", "2", "--warmup", "1", "--compile-backend", "eager", "--official-repo", str(checkout)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "OUT": str(out)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert sorted(p.name for p in out.iterdir()) == ["gpu_check.json", "gpu_check.txt", "nvidia-smi.txt"]
+    data = json.loads((out / "gpu_check.json").read_text())
+    assert data["machine"]["device"] == "cpu" and data["skipped"] == []
+    assert data["roof"]["fp32_flops"] > 0 and data["roof"]["fp16_flops"] > 0
+    entry = data["resolutions"]["8"]
+    assert entry["step_gflop"] > 0 and entry["parameters"]["G"] > 0 and entry["parameters"]["D"] > 0
+    variants = entry["variants"]
+    expected = {"fp32", "mixed", "mixed_cl", "official_fp32", "official_mixed", "loop"}
+    assert expected | {"fp32_compiled", "mixed_cl_compiled"} == set(variants)
+    for name in expected - {"loop"} | {"fp32_compiled", "mixed_cl_compiled"}:
+        timed = variants[name]
+        assert timed["img_per_sec"] > 0 and timed["peak_mem_mb"] > 0 and 0 < timed["fraction_of_peak"] < 1
+    assert variants["fp32"]["speedup_vs_official"] > 0 and variants["mixed"]["speedup_vs_official"] > 0
+    assert variants["fp32_compiled"]["compile_s"] > 0 and variants["loop"]["img_per_sec"] > 0
+    diff = entry["mixed_vs_fp32"]
+    assert diff["fp16_used"] is False and diff["G_max_abs"] == 0  # float16 is CUDA-only: identical here
+    text = (out / "gpu_check.txt").read_text()
+    assert text.startswith("GPU check on CPU") and "8 px, batch 4" in text and "vs NVIDIA's code" in text
+    assert "mixed vs fp32: G images max |diff| 0" in text and text == result.stdout
+
+
+def test_bench_stylegan3_compares_configs_and_an_official_checkout(tmp_path):
+    checkout = tmp_path / "stylegan3"
+    (checkout / "training").mkdir(parents=True)
+    (checkout / "training" / "networks_stylegan3.py").write_text(
+        "from stylegan.networks_stylegan3 import StyleGAN3Generator as Generator  # noqa: F401\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "benchmarks/bench_stylegan3.py", "--resolution", "16", "--batch", "2",
+         "--ticks", "1", "--channel-base", "256", "--channel-max", "16", "--z-dim", "8", "--rounds", "1",
+         "--official-repo", str(checkout)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines() if line.strip()}
+    assert float(rows["stylegan2"][1]) == 1.0
+    for name in ("stylegan3-t", "stylegan3-r"):
+        assert float(rows[name][0]) > 0  # training img/s, then one G step each side and their ratio
+    assert len([line for line in result.stdout.splitlines() if line.strip().startswith("stylegan3-")]) == 4
