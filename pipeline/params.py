@@ -126,6 +126,8 @@ class StyleGAN2Model(_ModelCommon):
     num_fp16_res: Annotated[int, Field(ge=0)] = 4
     mbstd_group_size: PositiveInt | None = None
     mbstd_num_channels: PositiveInt = 1
+    d_channel_base: PositiveInt | None = None  # D's widths when they differ from G's (None: G's)
+    d_channel_max: PositiveInt | None = None
 
 
 class StyleGAN3Model(_ModelCommon):
@@ -137,6 +139,8 @@ class StyleGAN3Model(_ModelCommon):
     num_fp16_res: Annotated[int, Field(ge=0)] = 4
     mbstd_group_size: PositiveInt | None = None
     mbstd_num_channels: PositiveInt = 1
+    d_channel_base: PositiveInt | None = None  # D's widths when they differ from G's (None: G's)
+    d_channel_max: PositiveInt | None = None
     blur_init_sigma: NonNegativeFloat | None = None  # None: the preset's (10 for R, 0 for T)
     blur_fade_kimg: NonNegativeFloat | None = None  # None: batch * 200 / 32
     magnitude_ema_beta: Annotated[float, Field(ge=0, lt=1)] | None = None  # None: 0.5 ** (batch / 20000)
@@ -222,6 +226,10 @@ class TrainParams(Section):
     gpus: PositiveInt = 1
     workers: Annotated[int, Field(ge=0)] = 2
     checkpoint_root: str = ".cache/checkpoints"
+    # Fine-tuning: a checkpoint (.pt), network (.safetensors), NVIDIA pickle (.pkl) or .npz; path or URL.
+    resume_from: str | None = None
+    resume_kimg: NonNegativeFloat = 0  # images the source counts as trained, for the schedules
+    freeze_d: Annotated[int, Field(ge=0)] = 0  # Freeze-D: the first N layers of D stay fixed
     # Metrics of G_ema during training (e.g. [fid5k_full]), at the first snapshot after every `metric_kimg`
     # (None: every snapshot) and at the end; `export` picks the G_ema the stage writes: the last one, or
     # the snapshot with the best (lowest) value of the first FID in `metrics`.
@@ -271,7 +279,11 @@ MetricName = Literal[
     "ppl_zfull",
     "ppl_wfull",
     "ppl_zend",
+    "ppl_wend",
     "is50k",
+    "eqt50k_int",  # StyleGAN3's equivariance metrics; "not applicable" for other families
+    "eqt50k_frac",
+    "eqr50k",
 ]
 
 

@@ -19,6 +19,7 @@ import torch
 from tqdm import tqdm
 
 from .archs.base import has_w_space, require_w_space
+from .files import atomic_path
 from .latents import truncate
 from .serialization import load_network
 
@@ -27,6 +28,7 @@ __all__ = [
     "NoiseMode",
     "Sampler",
     "image_grid",
+    "input_transform",
     "lerp",
     "load_w_avg",
     "parse_seeds",
@@ -183,6 +185,13 @@ def load_w_avg(path: Path) -> torch.Tensor:
     if "w_avg" not in tensors:
         raise ValueError(f"{path} holds no 'w_avg' tensor (keys: {sorted(tensors)})")
     return tensors["w_avg"].float()
+
+
+def input_transform(translate: tuple[float, float], degrees: float) -> np.ndarray:
+    """3x3 rotation by ``degrees`` then translation by ``translate`` of StyleGAN3's input grid, in the
+    convention of its ``synthesis.input.transform`` (which holds the inverse of this matrix)."""
+    s, c = np.sin(np.radians(degrees)), np.cos(np.radians(degrees))
+    return np.array([[c, s, translate[0]], [-s, c, translate[1]], [0, 0, 1]], dtype=np.float64)
 
 
 # --- the generator ---------------------------------------------------------------------------------
@@ -439,6 +448,49 @@ class Sampler:
         path = torch.cat([slerp(a[None], b[None], t) for a, b in zip(z, z.roll(-1, 0), strict=True)])
         return np.concatenate([self._images_of_z(chunk, 1.0, class_idx) for chunk in path.split(batch_size)])
 
+    @property
+    def has_input_transform(self) -> bool:
+        """StyleGAN3: the Fourier-feature input takes a user transform (``G.synthesis.input.transform``)."""
+        return hasattr(getattr(self.network.synthesis, "input", None), "transform")
+
+    @torch.no_grad()
+    def input_transform_frames(
+        self,
+        seed: int,
+        frames: int = 48,
+        max_translate: float = 0.25,
+        max_rotate: float = 15.0,
+        psi: float = 1.0,
+        class_idx: int | None = None,
+    ) -> np.ndarray:
+        """uint8 frames of one seed while the input is translated on a circle of radius ``max_translate``
+        (in units of the image) and rotated back and forth by up to ``max_rotate`` degrees: the paper's
+        "texture sticking" test (details should move with the content, not stay glued to the pixels).
+
+        The generator's own transform is restored afterwards. StyleGAN3 generators only."""
+        if not self.has_input_transform:
+            raise ValueError(
+                f"{type(self.network).__name__} has no transformable input: moving the input applies to "
+                "StyleGAN3 generators only"
+            )
+        if frames < 2:
+            raise ValueError(f"frames must be at least 2, got {frames}")
+        ws = self.map(self.latents([seed]), psi, class_idx=class_idx)
+        transform = self.network.synthesis.input.transform
+        saved = transform.clone()
+        images = []
+        try:
+            for t in np.arange(frames) / frames:
+                angle = 2 * np.pi * t
+                matrix = input_transform(
+                    (max_translate * np.cos(angle), max_translate * np.sin(angle)), max_rotate * np.sin(angle)
+                )
+                transform.copy_(torch.from_numpy(np.linalg.inv(matrix)).to(transform))
+                images.append(quantize_images(self.network.synthesis(ws)))
+        finally:
+            transform.copy_(saved)
+        return np.concatenate(images)
+
     def interpolate(
         self,
         seeds: Sequence[int],
@@ -472,6 +524,7 @@ class Sampler:
         if size is not None and size != self.resolution:
             frames = [frame.resize((size, size), PIL.Image.Resampling.LANCZOS) for frame in frames]
         options = {"quality": 90} if path.suffix.lower() == ".webp" else {}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        frames[0].save(path, save_all=True, append_images=frames[1:], duration=frame_ms, loop=0, **options)
+        with atomic_path(path) as tmp:  # never a half-written file, even on a full disk
+            frames[0].save(tmp, PIL.Image.registered_extensions()[path.suffix.lower()], save_all=True,
+                           append_images=frames[1:], duration=frame_ms, loop=0, **options)  # fmt: skip
         return path

@@ -134,7 +134,7 @@ class SynthesisInput(nn.Module):
         self.sampling_rate = sampling_rate
         self.bandwidth = bandwidth
 
-        # Directions uniform; radii shaped so the frequencies fill the disc of radius ``bandwidth``.
+        # Uniform over the disc of radius ``bandwidth``: exp(-|g|^2 / 4) of a 2-D normal g is sqrt(uniform).
         freqs = torch.randn([channels, 2])
         radii = freqs.square().sum(dim=1, keepdim=True).sqrt()
         freqs /= radii * radii.square().exp().pow(0.25)
@@ -240,9 +240,8 @@ class SynthesisLayer(nn.Module):
         self.out_size = out_size
         self.in_sampling_rate = in_sampling_rate
         self.out_sampling_rate = out_sampling_rate
-        self.tmp_sampling_rate = max(in_sampling_rate, out_sampling_rate) * (
-            1 if is_torgb else lrelu_upsampling
-        )
+        lrelu_rate = 1 if is_torgb else lrelu_upsampling
+        self.tmp_sampling_rate = max(in_sampling_rate, out_sampling_rate) * lrelu_rate
         self.in_cutoff = in_cutoff
         self.out_cutoff = out_cutoff
         self.in_half_width = in_half_width
@@ -252,31 +251,23 @@ class SynthesisLayer(nn.Module):
         self.magnitude_ema_beta = magnitude_ema_beta
 
         self.affine = FullyConnectedLayer(w_dim, in_channels, bias_init=1)
-        self.weight = nn.Parameter(
-            torch.randn([out_channels, in_channels, self.conv_kernel, self.conv_kernel])
-        )
+        kernel = self.conv_kernel
+        self.weight = nn.Parameter(torch.randn([out_channels, in_channels, kernel, kernel]))
         self.bias = nn.Parameter(torch.zeros([out_channels]))
         self.register_buffer("magnitude_ema", torch.ones([]))
 
         self.up_factor = self._resampling_factor(in_sampling_rate)
         self.up_taps = filter_size * self.up_factor if self.up_factor > 1 and not is_torgb else 1
-        self.register_buffer(
-            "up_filter",
-            design_lowpass_filter(self.up_taps, in_cutoff, in_half_width * 2, self.tmp_sampling_rate),
-        )
+        up_filter = design_lowpass_filter(self.up_taps, in_cutoff, in_half_width * 2, self.tmp_sampling_rate)
+        self.register_buffer("up_filter", up_filter)
+
         self.down_factor = self._resampling_factor(out_sampling_rate)
         self.down_taps = filter_size * self.down_factor if self.down_factor > 1 and not is_torgb else 1
         self.down_radial = use_radial_filters and not is_critically_sampled
-        self.register_buffer(
-            "down_filter",
-            design_lowpass_filter(
-                self.down_taps,
-                out_cutoff,
-                out_half_width * 2,
-                self.tmp_sampling_rate,
-                radial=self.down_radial,
-            ),
+        down_filter = design_lowpass_filter(
+            self.down_taps, out_cutoff, out_half_width * 2, self.tmp_sampling_rate, radial=self.down_radial
         )
+        self.register_buffer("down_filter", down_filter)
         self.padding = self._padding()
 
     def _resampling_factor(self, sampling_rate: float) -> int:
@@ -308,12 +299,12 @@ class SynthesisLayer(nn.Module):
 
         styles = self.affine(w)
         if self.is_torgb:
-            styles = styles * (1 / np.sqrt(self.in_channels * self.conv_kernel**2))
+            styles = styles * (1 / math.sqrt(self.in_channels * self.conv_kernel**2))
         dtype = compute_dtype(self.use_fp16, force_fp32, x.device)
         x = x.to(dtype=dtype, memory_format=activation_memory_format(False, x.device))
         x = _modulated_conv(x, self.weight, styles, demodulate=not self.is_torgb, input_gain=input_gain)
 
-        x = filtered_lrelu(
+        return filtered_lrelu(
             x,
             self.up_filter,
             self.down_filter,
@@ -325,7 +316,6 @@ class SynthesisLayer(nn.Module):
             slope=1 if self.is_torgb else 0.2,
             clamp=self.conv_clamp,
         )
-        return x
 
     def extra_repr(self) -> str:
         return (
@@ -558,12 +548,9 @@ class StyleGAN3Generator(nn.Module):
             w_dim=w_dim, img_resolution=img_resolution, img_channels=img_channels, **synthesis_kwargs
         )
         self.num_ws = self.synthesis.num_ws
+        mapping_kwargs = {**MAPPING_DEFAULTS, **mapping_kwargs}
         self.mapping = MappingNetwork(
-            z_dim=z_dim,
-            c_dim=c_dim,
-            w_dim=w_dim,
-            num_ws=self.num_ws,
-            **{**MAPPING_DEFAULTS, **mapping_kwargs},
+            z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, num_ws=self.num_ws, **mapping_kwargs
         )
 
     def forward(

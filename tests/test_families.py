@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -137,3 +138,20 @@ def test_stylegan3_trains_through_the_seam(tmp_path):
     assert type(summary.G_ema).__name__ == "StyleGAN3Generator" and summary.cur_nimg == 8
     assert all(torch.isfinite(torch.tensor(r.metrics["loss_D"])) for r in reports)
     assert "pl_penalty" not in reports[-1].metrics  # no path length regularisation in the preset
+
+
+def test_stylegan3_input_moves_and_other_generators_say_they_cannot():
+    small = {"z_dim": 8, "w_dim": 8, "channel_base": 128, "channel_max": 16, "num_fp16_res": 0}
+    config = resolve_config("stylegan3-t", 16, 1, small, arch="stylegan3")
+    G, _ = build_networks(config, img_channels=3, c_dim=0)
+    sampler = Sampler(G)
+    before = G.synthesis.input.transform.clone()
+    frames = sampler.input_transform_frames(0, frames=4, max_translate=0.25, max_rotate=0)
+    assert frames.shape == (4, 16, 16, 3) and torch.equal(G.synthesis.input.transform, before)
+    # Frame 0 translates by (0.25, 0): the image the transform's inverse produces, as NVIDIA's tools set it.
+    G.synthesis.input.transform.copy_(torch.tensor([[1, 0, -0.25], [0, 1, 0], [0, 0, 1.0]]))
+    direct = sampler.synthesize(sampler.map(sampler.latents([0])))
+    assert np.array_equal(frames[0], direct[0]) and not np.array_equal(frames[0], frames[2])
+    sg2, _ = build_networks(resolve_config("auto", 16, 1, TINY_SG2), img_channels=3, c_dim=0)
+    with pytest.raises(ValueError, match="StyleGAN3 generators only"):
+        Sampler(sg2).input_transform_frames(0)

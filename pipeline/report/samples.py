@@ -14,7 +14,8 @@ from pathlib import Path
 import PIL.Image
 
 from pipeline.params import ReportParams
-from stylegan.generate import Sampler, image_grid, style_layers
+from stylegan.files import atomic_path
+from stylegan.generate import Sampler, image_grid, style_layers, to_pil
 
 __all__ = ["MAX_CELL", "SampleFigure", "render_samples"]
 
@@ -22,6 +23,7 @@ STYLE_GROUPS = ("coarse", "middle", "fine")
 SWEEP_ROWS = 6  # the first seeds of grid_seeds form the rows of the truncation sweep
 MAX_CELL = 256
 INTERPOLATION_FILE = "interpolation.webp"
+INPUT_TRANSFORM_FILE = "input_transform.webp"
 
 
 @dataclass(frozen=True)
@@ -135,4 +137,24 @@ def render_samples(G: Sampler, params: ReportParams, out_dir: Path) -> list[Samp
             figures.scale(256),
         )
     )
+    if G.has_input_transform:  # StyleGAN3: the "texture sticking" test of the paper
+        seed = params.interpolation_seeds[0]
+        frames = G.input_transform_frames(seed, frames=2 * params.interpolation_frames, psi=params.psi,
+                                          class_idx=one_class)  # fmt: skip
+        file = out_dir / INPUT_TRANSFORM_FILE
+        pil = [to_pil(frame) for frame in frames]
+        if figures.shrink > 1:
+            pil = [frame.resize((figures.cell, figures.cell), PIL.Image.Resampling.LANCZOS) for frame in pil]
+        with atomic_path(file) as tmp:
+            pil[0].save(tmp, "WEBP", save_all=True, append_images=pil[1:], duration=80, loop=0, quality=90)
+        figures.figures.append(
+            SampleFigure(
+                file,
+                "Moving the input (texture sticking)",
+                f"Seed {seed}, ψ = {params.psi:g}: the Fourier-feature input moves along a circle of a "
+                "quarter image and rotates by up to ±15°. In an alias-free generator details move with the "
+                f"content instead of sticking to pixel positions.{other_class_note}{figures.size_note}",
+                figures.scale(256),
+            )
+        )
     return figures.figures

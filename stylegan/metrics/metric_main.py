@@ -21,6 +21,7 @@ from stylegan.archs.base import has_w_space
 from stylegan.devices import resolve_device
 
 from .detectors import DetectorFile, DetectorStore, DetectorUnavailable
+from .equivariance import equivariance_psnrs
 from .feature_cache import cached_dataset_features, load_cached_features
 from .features import Head, extract_features
 from .frechet import fid_from_features
@@ -71,7 +72,20 @@ class PPLMetric:
     epsilon: float = 1e-4
 
 
-METRICS: dict[str, FeatureMetric | PPLMetric] = {
+@dataclass(frozen=True)
+class EquivarianceMetric:
+    """StyleGAN3's EQ-T / EQ-T_frac / EQ-R: PSNR between transformed images and images of transformed
+    inputs (:mod:`stylegan.metrics.equivariance`); only for generators with a transformable input."""
+
+    name: str
+    kind: Literal["eqt_int", "eqt_frac", "eqr"]
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"kind": self.kind, "translate_max": 0.125, "rotate_max": 1.0}
+
+
+METRICS: dict[str, FeatureMetric | PPLMetric | EquivarianceMetric] = {
     m.name: m
     for m in (
         FeatureMetric("fid50k_full", "fid", "inception"),
@@ -84,6 +98,9 @@ METRICS: dict[str, FeatureMetric | PPLMetric] = {
         PPLMetric("ppl_wfull", "w", "full", crop=True),
         PPLMetric("ppl_zend", "z", "end", crop=True),
         PPLMetric("ppl_wend", "w", "end", crop=True),
+        EquivarianceMetric("eqt50k_int", "eqt_int"),
+        EquivarianceMetric("eqt50k_frac", "eqt_frac"),
+        EquivarianceMetric("eqr50k", "eqr"),
     )
 }
 
@@ -316,7 +333,9 @@ def compute_metrics(
     results = []
     for metric in metrics:
         start = time.perf_counter()
-        if isinstance(metric, PPLMetric):
+        if isinstance(metric, EquivarianceMetric):
+            record = _equivariance(metric, G, num_gen, batch_size, seed, device, label_sampler, progress)
+        elif isinstance(metric, PPLMetric):
             record = _ppl(metric, G, store, run, ppl_crop)
             record["timing"] = {}
         elif metric.features in reasons:
@@ -339,6 +358,29 @@ def compute_metrics(
         record["timing"]["metric_s"] = time.perf_counter() - start
         results.append({"name": metric.name, **record, **common})
     return results
+
+
+def _equivariance(
+    metric: EquivarianceMetric,
+    G: Any,
+    num_samples: int,
+    batch_size: int,
+    seed: int,
+    device: torch.device,
+    label_sampler: LabelSampler | None,
+    progress: bool,
+) -> dict[str, Any]:
+    if not hasattr(getattr(getattr(G, "synthesis", None), "input", None), "transform"):
+        reason = f"not applicable: equivariance moves StyleGAN3's input; {type(G).__name__} has none"
+        return _unavailable(reason, num_real=None, params=metric.params, timing={})
+    psnr = equivariance_psnrs(
+        G, num_samples, batch_size, seed, device, kinds=(metric.kind,), label_sampler=label_sampler,
+        progress=progress,
+    )[metric.kind]  # fmt: skip
+    return {
+        "available": True, "value": psnr, "results": {metric.name: psnr}, "reason": None, "detector": None,
+        "num_real": None, "params": metric.params, "timing": {},
+    }  # fmt: skip
 
 
 def _ppl(metric: PPLMetric, G: Any, store: DetectorStore, run: _Run, ppl_crop: bool | None) -> dict[str, Any]:

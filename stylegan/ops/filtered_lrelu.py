@@ -8,9 +8,11 @@ Per channel, as NVIDIA's ``filtered_lrelu`` (whose reference path computes the s
 4. filter with ``fd`` and keep every ``down``-th pixel.
 
 Filters are 1-D taps (separable), 2-D arrays (e.g. StyleGAN3-R's radial filters) or None (identity).
-A separable filter runs as its 2-D outer product: on CPU, one depthwise 2-D convolution over
-channels-last maps beats two 1-D passes (and banded-matrix products) in our measurements, forward and
-backward. Every step is an op of :mod:`stylegan.ops`, so gradients of any order are available.
+A separable filter runs as its 2-D outer product through :func:`~stylegan.ops.upfirdn2d`: measured on
+CPU over channels-last maps (StyleGAN3-T layers, forward and backward), one depthwise 2-D convolution
+is as fast as two 1-D passes at 2x upsampling and 1.3x faster at 4x, and 2-4x faster than
+banded-matrix products or zero insertion. Every step is an op of :mod:`stylegan.ops`, so gradients of
+any order are available.
 """
 
 from __future__ import annotations
