@@ -307,6 +307,9 @@ class ReportParams(Section):
     mixing_cols: list[int] = Field(default_factory=lambda: [200, 201, 202, 203])
     interpolation_frames: PositiveInt = 48  # frames per transition between two seeds
     interpolation_seeds: list[int] = Field(default_factory=lambda: [0, 1, 2, 3])
+    directions: Annotated[int, Field(ge=0)] = 3  # top SeFa directions shown (0: none)
+    project_images: Annotated[int, Field(ge=0)] = 0  # training images projected into W (0: none)
+    project_steps: PositiveInt = 200
 
 
 class Params(Section):

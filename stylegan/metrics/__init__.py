@@ -35,7 +35,7 @@ from .perceptual_path_length import (
 )
 from .precision_recall import precision_recall
 from .resize import tf1_bilinear_resize
-from .sampling import dataset_label_sampler, generate_images
+from .sampling import class_frequency_sampler, dataset_label_sampler, generate_images
 
 __all__ = [
     "CACHE_DIR_ENV",
@@ -49,6 +49,7 @@ __all__ = [
     "cached_dataset_features",
     "compute_metric",
     "compute_metrics",
+    "class_frequency_sampler",
     "dataset_label_sampler",
     "default_cache_dir",
     "default_inception",

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from stylegan.ops import filter2d, upsample2d
 
-from .sampling import LabelSampler, prepare_generator, sample_labels, seeded
+from .sampling import LabelSampler, conditioning_labels, prepare_generator, seeded
 
 KINDS = ("eqt_int", "eqt_frac", "eqr")
 
@@ -251,7 +251,7 @@ def equivariance_psnrs(
         for stream in range(num_batches):
             with seeded(seed, stream, device) as rng:
                 z = torch.randn([batch_size, G.z_dim], device=device)
-                c = sample_labels(G, batch_size, rng, label_sampler, device)
+                c = conditioning_labels(G, batch_size, rng, label_sampler, device)
                 ws = G.mapping(z, c)
                 orig = render(ws, identity)
                 for k, kind in enumerate(kinds):

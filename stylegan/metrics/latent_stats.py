@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from stylegan.devices import resolve_device
 
-from .sampling import LabelSampler, prepare_generator, sample_labels, seeded
+from .sampling import LabelSampler, conditioning_labels, prepare_generator, seeded
 
 PERCENTILES = (1, 5, 25, 50, 75, 95, 99)
 
@@ -29,7 +29,7 @@ def _sample_w(
         n = min(batch_size, num_samples - start)
         with seeded(seed, stream, device) as rng:
             z = torch.randn([n, G.z_dim], device=device)
-            c = sample_labels(G, n, rng, label_sampler, device)
+            c = conditioning_labels(G, n, rng, label_sampler, device)
             w = G.mapping(z, c, truncation_psi=1.0)[:, 0].double()
         yield w
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .sampling import LabelSampler, map_latents, prepare_generator, sample_labels, seeded
+from .sampling import LabelSampler, conditioning_labels, map_latents, prepare_generator, seeded
 
 LPIPS_RESOLUTION = 256
 
@@ -99,7 +99,7 @@ def ppl_distances(
         for stream, start in enumerate(range(0, num_samples, batch_size)):
             n = min(batch_size, num_samples - start)
             with seeded(seed, stream, device) as rng:
-                c = sample_labels(G, n, rng, label_sampler, device)
+                c = conditioning_labels(G, n, rng, label_sampler, device)
                 t = torch.rand([n, 1], device=device) * (1.0 if sampling == "full" else 0.0)
                 z0, z1 = torch.randn([2 * n, G.z_dim], device=device).chunk(2)
                 c2 = torch.cat([c, c])

@@ -33,6 +33,16 @@ def dataset_label_sampler(labels: np.ndarray) -> LabelSampler:
     return lambda n, rng: labels[rng.integers(labels.shape[0], size=n)]
 
 
+def class_frequency_sampler(probs: np.ndarray) -> LabelSampler:
+    """A sampler drawing one-hot labels with the given class frequencies (as the dataset has them)."""
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 1 or len(probs) == 0 or (probs < 0).any() or probs.sum() <= 0:
+        raise ValueError(f"expected non-negative class frequencies, got {probs.tolist()}")
+    probs = probs / probs.sum()
+    eye = np.eye(len(probs), dtype=np.float32)
+    return lambda n, rng: eye[rng.choice(len(probs), size=n, p=probs)]
+
+
 @contextmanager
 def seeded(seed: int, stream: int, device: torch.device) -> Iterator[np.random.Generator]:
     """Seed torch (CPU and ``device``) for one batch inside a forked RNG state; yield a numpy generator."""
@@ -53,9 +63,10 @@ def prepare_generator(G: Any, device: torch.device) -> Any:
     return G
 
 
-def sample_labels(
+def conditioning_labels(
     G: Any, n: int, rng: np.random.Generator, label_sampler: LabelSampler | None, device: torch.device
 ) -> torch.Tensor:
+    """``c [n, c_dim]`` for ``G`` from ``label_sampler`` (checked), or ``[n, 0]`` for an unconditional G."""
     if G.c_dim == 0:
         return torch.zeros([n, 0], device=device)
     if label_sampler is None:
@@ -100,7 +111,7 @@ def generate_images(
         # Both contexts close before the yield, so the caller's grad mode and RNG state are untouched.
         with seeded(seed, stream, device) as rng, torch.inference_mode():
             z = torch.randn([n, G.z_dim], device=device)
-            c = sample_labels(G, n, rng, label_sampler, device)
+            c = conditioning_labels(G, n, rng, label_sampler, device)
             if has_w_space(G):
                 ws = map_latents(G, z, c, truncation_psi, w_avg_t)
                 images = quantize_generated(G.synthesis(ws, noise_mode=noise_mode))
