@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test setup chromium lint bench clean
+.PHONY: run test setup chromium offline-plots lint bench clean
 
 setup: $(STAMP)
 
@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-run: $(STAMP)
+run: $(STAMP) offline-plots
 	$(BIN)/python -m pipeline check params.yaml
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro
 	@echo "report: $(CURDIR)/reports/index.html"
@@ -26,7 +26,13 @@ chromium:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 		echo "note: /usr/bin/chromium is missing; the browser test will be skipped"
 
-test: $(STAMP) chromium
+# `dvc plots show/diff` pages that render offline: Vega, Vega-Lite and Vega-Embed from npm, inlined into a
+# page template in .cache/vega/ that this checkout's DVC uses (`dvc config --local plots.html_template`).
+offline-plots: $(STAMP)
+	@$(BIN)/python -m pipeline.plots_offline || \
+		echo "note: dvc plots pages will load Vega from a CDN (needs npm once, to fetch it)"
+
+test: $(STAMP) chromium offline-plots
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
 
 lint: $(STAMP)

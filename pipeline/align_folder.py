@@ -10,7 +10,6 @@ workers.
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import shutil
 from collections import Counter
@@ -28,6 +27,7 @@ from pipeline.align import align_ffhq, face_size
 from pipeline.faces import detect_landmarks, load_models
 from pipeline.files import write_jsonl
 from pipeline.images import RESIZE_FILTERS, BadImageError, load_pil_rgb, resize_square
+from pipeline.workers import process_map
 from stylegan.files import atomic_path
 
 log = logging.getLogger(__name__)
@@ -223,11 +223,10 @@ def _run(
     if workers <= 1:
         yield from map(indexed, enumerate(tasks))
         return
-    # spawn, not fork: the caller may run threads (progress bars, tracking clients) whose locks a fork
-    # would copy in whatever state they are in.
-    context = multiprocessing.get_context("spawn")
-    with context.Pool(workers, initializer=load_models if needs_dlib else None) as pool:
-        yield from pool.imap_unordered(indexed, enumerate(tasks))
+    # Spawned workers that cannot start raise WorkerPoolError (multiprocessing.Pool would hang).
+    initializer = load_models if needs_dlib else None
+    yield from process_map(indexed, enumerate(tasks), workers, ordered=False, initializer=initializer,
+                           what="the align stage")  # fmt: skip
 
 
 def _indexed(work: Callable[[_Task], _Outcome], item: tuple[int, _Task]) -> tuple[int, _Outcome]:

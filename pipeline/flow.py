@@ -27,9 +27,11 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from logging import Logger, LoggerAdapter
@@ -53,6 +55,14 @@ DEFAULT_RETRY_DELAY_SECONDS = 60.0
 # Progress bars redraw with '\r' many times a second; the log gets one redraw per interval.
 PROGRESS_LOG_INTERVAL_SECONDS = 10.0
 _ERROR_TAIL_LINES = 40
+# Usage telemetry, off unless the environment says otherwise: offline it fails in tracebacks ("Failed to
+# send telemetry"), and Prefect's temporary server races its own SQLite database for it ("database is
+# locked"). Applied to the flow's process (so to the temporary server it starts) and to every command.
+QUIET_DEFAULTS = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DVC_NO_ANALYTICS": "1",
+}
 
 
 class StageOutcome(str, Enum):
@@ -97,12 +107,18 @@ class PipelineSummary:
 class DvcCommandError(RuntimeError):
     """A DVC command that exited non-zero; the message ends with the last lines of its output."""
 
-    def __init__(self, command: Sequence[str], returncode: int, tail: Sequence[str]) -> None:
+    def __init__(
+        self, command: Sequence[str], returncode: int, tail: Sequence[str], stage: str | None = None
+    ) -> None:
         self.command = list(command)
         self.returncode = returncode
         self.tail = list(tail)
+        self.stage = stage  # the stage that was running when the command failed, when known
         shown = " ".join(self.command[self.command.index("dvc") :] if "dvc" in self.command else self.command)
         super().__init__(f"`{shown}` exited with {returncode}; last output:\n" + "\n".join(self.tail))
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickled with its fields (Prefect may persist a failed state)
+        return type(self), (self.command, self.returncode, self.tail, self.stage)
 
 
 # --- running DVC ---------------------------------------------------------------------------------
@@ -113,10 +129,17 @@ def dvc_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "dvc", *args]
 
 
+def use_quiet_defaults(environ: MutableMapping[str, str] = os.environ) -> None:
+    """Set :data:`QUIET_DEFAULTS` in `environ` where it has no value of its own."""
+    for key, value in QUIET_DEFAULTS.items():
+        environ.setdefault(key, value)
+
+
 def _child_env() -> dict[str, str]:
     # Stage commands say `python`: make it this environment's, and make its output arrive as printed.
     bin_dir = str(Path(sys.executable).parent)
     return {
+        **QUIET_DEFAULTS,
         **os.environ,
         "PATH": os.pathsep.join([bin_dir, os.environ.get("PATH", "")]),
         "PYTHONUNBUFFERED": "1",
@@ -149,6 +172,48 @@ def iter_output_lines(
         yield buffer.strip(b"\r").decode(errors="replace")
 
 
+# The DVC commands this process started and that may still run: each leads its own process group (the
+# stage commands DVC starts are in it), so that stopping the flow can stop them all.
+_running: set[subprocess.Popen] = set()
+_running_lock = threading.Lock()
+
+
+def stop_running_commands(signum: int = signal.SIGTERM) -> int:
+    """Send `signum` to the process group of every DVC command still running; returns how many."""
+    with _running_lock:
+        processes = [process for process in _running if process.poll() is None]
+    for process in processes:
+        try:
+            os.killpg(process.pid, signum)
+        except ProcessLookupError:
+            pass
+    return len(processes)
+
+
+@contextmanager
+def stopping_commands_on_signals(signums: Sequence[int] = (signal.SIGTERM, signal.SIGINT)) -> Iterator[None]:
+    """While the block runs (in the main thread), SIGTERM and SIGINT first stop the DVC commands started
+    (`dvc exp run` and its stage commands, in their own sessions, do not get a signal sent to this
+    process), then act as before: SIGINT raises KeyboardInterrupt, SIGTERM exits with 128 + 15."""
+    previous = {signum: signal.getsignal(signum) for signum in signums}
+
+    def handle(signum: int, frame: Any) -> None:
+        stop_running_commands(signal.SIGTERM)
+        before = previous[signum]
+        if callable(before):
+            before(signum, frame)
+        elif before != signal.SIG_IGN:
+            raise SystemExit(128 + signum)
+
+    for signum in signums:
+        signal.signal(signum, handle)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def run_dvc(args: Sequence[str], repo: Path, logger: Logger | LoggerAdapter) -> list[tuple[float, str]]:
     """Run a DVC command in `repo`, forwarding its output line by line to `logger`.
 
@@ -167,6 +232,8 @@ def run_dvc(args: Sequence[str], repo: Path, logger: Logger | LoggerAdapter) -> 
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+    with _running_lock:
+        _running.add(process)
     try:
         for line in iter_output_lines(process.stdout):
             lines.append((time.monotonic(), line))
@@ -178,8 +245,11 @@ def run_dvc(args: Sequence[str], repo: Path, logger: Logger | LoggerAdapter) -> 
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)
             process.wait()
+        with _running_lock:
+            _running.discard(process)
     if returncode != 0:
-        raise DvcCommandError(command, returncode, tail)
+        ran = [run.stage for run in stage_runs(lines, time.monotonic()) if run.outcome is StageOutcome.RAN]
+        raise DvcCommandError(command, returncode, tail, stage=ran[-1] if ran else None)
     return lines
 
 
@@ -206,6 +276,14 @@ def format_override(key: str, value: Any) -> str:
     return f"{key}={_override_value(key, value)}"
 
 
+def set_param_argument(key: str, value: Any) -> str:
+    """A `--set-param` that sets `key` whether or not the params file has it (Hydra's `++key=value`): files
+    leave most keys to the schema's defaults (`train.sample_seeds`, `report.grid_seeds`). A key the schema
+    does not know is refused by the `check` stage, naming it. `other.yaml:key` sets a key of another file."""
+    path, colon, name = key.rpartition(":")
+    return f"{path}{colon}++{format_override(name, value)}"
+
+
 def _override_value(key: str, value: Any) -> str:
     if isinstance(value, bool) or value is None:
         return json.dumps(value)
@@ -225,9 +303,13 @@ def _override_value(key: str, value: Any) -> str:
 
 @task(cache_policy=NO_CACHE, task_run_name="{stage}")
 def reproduce_stage(repo_dir: str, stage: str) -> StageRun:
-    """`dvc repro --single-item <stage>`: the stage alone; its upstream ran before it."""
+    """`dvc repro --single-item <stage>`: the stage alone; its upstream ran before it.
+
+    `--wait-for-lock`: DVC releases its repo lock while the stage command runs and takes it again to record
+    the results; someone's `dvc status` holding it at that moment must not fail the stage. Another `dvc
+    repro` of the same stages still stops at once (DVC locks a running stage's deps and outputs apart)."""
     started = time.monotonic()
-    lines = run_dvc(["repro", "--single-item", stage], Path(repo_dir), get_run_logger())
+    lines = run_dvc(["--wait-for-lock", "repro", "--single-item", stage], Path(repo_dir), get_run_logger())
     outcomes = [run.outcome for run in stage_runs(lines, time.monotonic()) if run.stage == stage]
     return StageRun(stage, outcomes[0] if outcomes else StageOutcome.RAN, time.monotonic() - started)
 
@@ -242,7 +324,7 @@ def run_experiment(
     """
     args = ["--wait-for-lock", "exp", "run", "--temp", "--name", name, *targets]
     for key, value in overrides.items():
-        args += ["--set-param", format_override(key, value)]
+        args += ["--set-param", set_param_argument(key, value)]
     lines = run_dvc(args, Path(repo_dir), get_run_logger())
     return PipelineSummary(stages=stage_runs(lines, time.monotonic()), experiment=name)
 
@@ -262,7 +344,8 @@ def pipeline_flow(
     """Run the DVC pipeline of `repo_dir` (only `targets` and their upstream, when given).
 
     Without `overrides` or `exp_name` the stages run in the workspace, one task each; with them, as one
-    DVC experiment. `retries` maps stage names to retry counts (default: the download, 3 times).
+    DVC experiment. `retries` maps stage names to retry counts (default: the download, 3 times); an
+    experiment is retried only when it failed in one of those stages.
     """
     repo = Path(repo_dir).resolve()
     pipeline = load_pipeline(repo / "dvc.yaml")
@@ -272,8 +355,14 @@ def pipeline_flow(
 
     if overrides or exp_name:
         name = exp_name or flow_run.name
+        # One task runs every stage: it is retried only when the stage that failed is one with retries.
         attempts = max(retries.get(stage, 0) for stage in pipeline.names)
-        experiment = run_experiment.with_options(retries=attempts, retry_delay_seconds=retry_delay_seconds)
+        retried = frozenset(stage for stage in pipeline.names if retries.get(stage, 0) > 0)
+        experiment = run_experiment.with_options(
+            retries=attempts,
+            retry_delay_seconds=retry_delay_seconds,
+            retry_condition_fn=_failed_in_one_of(retried),
+        )
         summary = experiment(str(repo), overrides or {}, name, targets or [])
     else:
         runs = []
@@ -284,9 +373,18 @@ def pipeline_flow(
             runs.append(reproduce(str(repo), stage))
         summary = PipelineSummary(stages=runs)
 
-    publish_artifacts(repo, summary)
-    get_run_logger().info("%s", summary)
+    publish_artifacts(repo, summary)  # the stage table is an artifact; the command line prints it
     return summary
+
+
+def _failed_in_one_of(stages: frozenset[str]):
+    """A Prefect `retry_condition_fn`: retry when the DVC command failed while running one of `stages`."""
+
+    def failed_in_retried_stage(task: Any, task_run: Any, state: Any) -> bool:
+        error = state.data if isinstance(state.data, BaseException) else state.result(raise_on_failure=False)
+        return isinstance(error, DvcCommandError) and error.stage in stages
+
+    return failed_in_retried_stage
 
 
 def publish_artifacts(repo: Path, summary: PipelineSummary) -> None:
@@ -362,10 +460,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--name", help="name of the DVC experiment (default: the Prefect flow run's name)")
     parser.add_argument("--repo-dir", default=".", help="the DVC repository (default: the current directory)")
     args = parser.parse_args(argv)
+    use_quiet_defaults()
     try:
-        summary = pipeline_flow(
-            repo_dir=args.repo_dir, overrides=dict(args.overrides), targets=args.stages, exp_name=args.name
-        )
+        with stopping_commands_on_signals():
+            summary = pipeline_flow(
+                repo_dir=args.repo_dir,
+                overrides=dict(args.overrides),
+                targets=args.stages,
+                exp_name=args.name,
+            )
     except (DvcCommandError, DvcGraphError) as exc:
         print(exc, file=sys.stderr)
         return 1

@@ -21,11 +21,11 @@ import io
 import json
 import logging
 import math
-import multiprocessing
 import os
 import tarfile
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path, PurePosixPath
@@ -36,8 +36,11 @@ import PIL.Image
 import PIL.ImageOps
 from tqdm import tqdm
 
-from pipeline.files import atomic_write_json, file_digest, write_jsonl
+from pipeline.files import atomic_write_json, file_digest, read_jsonl, write_jsonl
 from pipeline.images import RESIZE_FILTERS, BadImageError, load_pil_rgb, resize_square
+from pipeline.usable_images import NoUsableImagesError, count_reasons
+from pipeline.workers import process_map
+from stylegan.files import atomic_path
 
 __all__ = [
     "INDEX_FILE",
@@ -85,7 +88,9 @@ class ShardWriter:
     """Writes samples into numbered tar shards of `shard_size` samples, with reproducible bytes.
 
     Every member gets mtime 0, uid/gid 0, no user or group name and mode 0644, in the POSIX ustar
-    format. Each shard is written under a temporary name and renamed when complete.
+    format. Each shard is written under a temporary name and renamed when complete (see
+    :func:`stylegan.files.atomic_path`: a full disk raises :class:`~stylegan.files.DiskFullError` naming
+    the shard, and leaves the shards finished before it).
     """
 
     def __init__(self, out_dir: str | os.PathLike[str], shard_size: int) -> None:
@@ -95,6 +100,7 @@ class ShardWriter:
         self.shard_size = shard_size
         self.shards: list[ShardInfo] = []
         self._tar: tarfile.TarFile | None = None
+        self._file = ExitStack()  # the shard's atomic_path
         self._in_shard = 0
 
     def write(self, key: str, members: Mapping[str, bytes]) -> None:
@@ -129,24 +135,27 @@ class ShardWriter:
         if exc_info[0] is None:
             self.close()
         elif self._tar is not None:
-            self._tar.close()
-            self._temporary_path().unlink(missing_ok=True)
+            try:
+                self._tar.close()
+            except OSError:  # e.g. no space for the end-of-archive blocks either: the shard goes anyway
+                pass
+            self._tar = None
+            self._file.__exit__(*exc_info)  # removes the partial shard (a full disk: DiskFullError)
 
     def _shard_path(self) -> Path:
         return self.out_dir / SHARD_NAME.format(len(self.shards))
 
-    def _temporary_path(self) -> Path:
-        return self._shard_path().with_suffix(".tar.tmp")
-
     def _open(self) -> None:
-        self._tar = tarfile.open(self._temporary_path(), "w", format=tarfile.USTAR_FORMAT)
+        temporary = self._file.enter_context(atomic_path(self._shard_path()))
+        self._tar = tarfile.open(temporary, "w", format=tarfile.USTAR_FORMAT)
         self._in_shard = 0
 
     def _finish(self) -> None:
         assert self._tar is not None
-        self._tar.close()
+        tar, self._tar = self._tar, None
+        with self._file:  # then fsync and rename; on an error the partial shard is removed
+            tar.close()
         path = self._shard_path()
-        os.replace(self._temporary_path(), path)
         self.shards.append(ShardInfo(path.name, self._in_shard, file_digest(path), path.stat().st_size))
         self._tar = None
 
@@ -184,7 +193,9 @@ def prepare_shards(
     workers: processes to decode and encode with; None means every core.
 
     Images that cannot be read are listed in ``skipped.jsonl`` and never stop the run; a run where
-    nothing is left raises ``ValueError``. Previous shards in `out_dir` are removed first.
+    nothing is left raises :class:`~pipeline.usable_images.NoUsableImagesError` (a ValueError) naming
+    the file with the reasons: this stage's, or the align stage's ``aligned_dir/skipped.jsonl`` when no
+    image reached this stage. Previous shards in `out_dir` are removed first.
     """
     _check_settings(resolution, filter, crop, shard_size, workers)
     aligned_dir, out_dir = Path(aligned_dir), Path(out_dir)
@@ -193,7 +204,7 @@ def prepare_shards(
     workers = min(workers or os.cpu_count() or 1, max(len(files), 1))
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in [*out_dir.glob("shard-*.tar"), *out_dir.glob("shard-*.tar.tmp")]:
+    for stale in [*out_dir.glob("shard-*.tar"), *out_dir.glob("*shard-*.tmp")]:
         stale.unlink()
     for name in (INDEX_FILE, STATS_FILE, SKIPPED_FILE):
         (out_dir / name).unlink(missing_ok=True)
@@ -223,9 +234,12 @@ def prepare_shards(
 
     write_jsonl(out_dir / SKIPPED_FILE, skipped)
     if moments.count == 0:
-        raise ValueError(
-            f"no usable image among the {len(files)} listed; reasons in {out_dir / SKIPPED_FILE}"
-        )
+        upstream = aligned_dir / SKIPPED_FILE
+        if not files and upstream.is_file():  # the align stage kept nothing: its file says why
+            dropped = read_jsonl(upstream)
+            raise NoUsableImagesError(len(dropped), upstream, count_reasons(dropped))
+        kinds = [{"reason": _reason_kind(row["reason"])} for row in skipped]
+        raise NoUsableImagesError(len(files), out_dir / SKIPPED_FILE, count_reasons(kinds))
     label_counts = histogram.tolist() if labels else None
     mean, std = moments.mean_std()
     stats = {"count": moments.count, "mean": mean, "std": std, "label_histogram": label_counts}
@@ -355,12 +369,9 @@ def _run(work: partial, files: list[str], workers: int) -> Iterator[_Outcome]:
     if workers <= 1:
         yield from map(work, files)
         return
-    # spawn, not fork: the caller may hold threads (progress bars, tracking clients) whose locks a
-    # fork would copy in whatever state they are in.
-    context = multiprocessing.get_context("spawn")
+    # Spawned workers that cannot start raise WorkerPoolError (multiprocessing.Pool would hang).
     chunksize = max(1, min(32, len(files) // (workers * 8)))
-    with context.Pool(workers) as pool:
-        yield from pool.imap(work, files, chunksize=chunksize)
+    yield from process_map(work, files, workers, chunksize=chunksize, what="the prepare stage")
 
 
 def _check_rows(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[int]]:

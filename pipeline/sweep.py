@@ -1,8 +1,10 @@
 """A sweep over a grid of params, as DVC experiments: `python -m pipeline.sweep --grid 'train.gamma=[1, 2]'`.
 
-Each point of the grid is one `dvc exp run --temp -S ...` in its own Prefect task (see
-:func:`pipeline.flow.run_experiment`), at most `max_parallel` at a time; the results are collected with
-`dvc exp show --json` into a table artifact of params against metrics.
+Each point of the grid (plus the fixed overrides of `--set`) is one `dvc exp run --temp -S ...` in its
+own Prefect task (see :func:`pipeline.flow.run_experiment`), at most `max_parallel` at a time; the results
+are collected with `dvc exp show --json` into a table artifact of params against metrics (`sweep-results`,
+on the flow run's Artifacts tab) and printed as a table of the swept keys and the main metrics.
+Stopping the sweep (SIGTERM, Ctrl-C) stops the experiments it started.
 
 Why not DVC's own queue (`dvc exp run --queue` + `dvc queue start -j N`)? Its Celery workers run
 detached from the command that starts them: their logs reach the flow only by polling
@@ -26,7 +28,7 @@ import sys
 from collections import deque
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
@@ -34,21 +36,46 @@ from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 
 from pipeline.dvc_graph import DvcGraphError, load_pipeline
-from pipeline.flow import DvcCommandError, PipelineSummary, dvc_command, parse_assignment, run_experiment
+from pipeline.flow import (
+    DvcCommandError,
+    PipelineSummary,
+    dvc_command,
+    parse_assignment,
+    run_experiment,
+    stop_running_commands,
+    stopping_commands_on_signals,
+    use_quiet_defaults,
+)
+from pipeline.params import MetricName
 
 PARAMS_FILE = "params.yaml"
+# The printed table's metrics: the evaluation metrics' numbers (all numbers when there are none of them).
+MAIN_METRICS = get_args(MetricName)
 
 
 class SweepError(RuntimeError):
-    """Some experiments of a sweep failed; the results table still lists every point."""
+    """Some experiments of a sweep failed; the results table (`rows`) still lists every point."""
+
+    def __init__(self, message: str, rows: Sequence[Mapping[str, Any]] = ()) -> None:
+        super().__init__(message)
+        self.rows = list(rows)
 
 
-def expand_grid(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
-    """Every combination of the grid's values, the last key varying fastest."""
+def expand_grid(
+    grid: Mapping[str, Sequence[Any]], fixed: Mapping[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """Every combination of the grid's values, the last key varying fastest, each with the `fixed`
+    overrides first. A grid key without a list of values, or set both ways, is an error."""
+    fixed = dict(fixed or {})
     for key, values in grid.items():
         if isinstance(values, str) or not isinstance(values, Sequence) or not values:
-            raise ValueError(f"grid {key}: expected a non-empty list of values, got {values!r}")
-    return [dict(zip(grid, combination, strict=True)) for combination in itertools.product(*grid.values())]
+            scalar = isinstance(values, str) or not isinstance(values, Sequence)
+            hint = f" (a fixed value is --set {key}={values})" if scalar else ""
+            raise ValueError(f"grid {key}: expected a non-empty list of values, got {values!r}{hint}")
+    if both := sorted(set(grid) & set(fixed)):
+        raise ValueError(f"{', '.join(both)}: both swept (--grid) and fixed (--set); choose one")
+    combinations = itertools.product(*grid.values())
+    return [{**fixed, **dict(zip(grid, combination, strict=True))} for combination in combinations]
 
 
 @flow(name="stylegan-sweep")
@@ -58,8 +85,10 @@ def sweep_flow(
     targets: list[str] | None = None,
     name: str | None = None,
     max_parallel: int = 1,
+    overrides: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Run one DVC experiment per grid point, named `<name>-<n>` (default name: the flow run's).
+    """Run one DVC experiment per grid point, named `<name>-<n>` (default name: the flow run's), each with
+    the fixed `overrides` as well.
 
     Returns the results table (one row per point: experiment, status, params, metrics). Raises
     :class:`SweepError` after publishing the table when any experiment failed.
@@ -69,29 +98,37 @@ def sweep_flow(
     repo = Path(repo_dir).resolve()
     if targets:
         load_pipeline(repo / "dvc.yaml").select(targets)  # fail on an unknown stage before queueing anything
-    points = expand_grid(grid)
+    points = expand_grid(grid, overrides)
     prefix = name or flow_run.name
     names = [f"{prefix}-{number}" for number in range(1, len(points) + 1)]
     get_run_logger().info("sweep %s: %d experiments, %d at a time", prefix, len(points), max_parallel)
 
     futures: list[PrefectFuture[PipelineSummary]] = []
     running: deque[PrefectFuture[PipelineSummary]] = deque()
-    for point, experiment in zip(points, names, strict=True):
-        if len(running) == max_parallel:
-            running.popleft().wait()
-        future = run_experiment.submit(str(repo), point, experiment, targets or [])
-        running.append(future)
-        futures.append(future)
+    try:
+        for point, experiment in zip(points, names, strict=True):
+            if len(running) == max_parallel:
+                running.popleft().wait()
+            future = run_experiment.submit(str(repo), point, experiment, targets or [])
+            running.append(future)
+            futures.append(future)
+        for future in futures:
+            future.wait()
+    except BaseException:
+        # Stopped (SIGTERM, Ctrl-C, a cancelled flow run): the experiments run in task threads, each
+        # waiting on a `dvc exp run` in its own session; stop those, or they run on (and the flow run
+        # waits for its threads).
+        stop_running_commands()
+        raise
     errors = {}
     for experiment, future in zip(names, futures, strict=True):
-        future.wait()
         if future.state.is_failed():
             errors[experiment] = future.result(raise_on_failure=False)
 
     rows = results_table(show_experiments(repo), points, names, errors)
     create_table_artifact(rows, key="sweep-results", description=f"Sweep {prefix}: params and metrics")
     if errors:
-        raise SweepError(f"{len(errors)} of {len(points)} experiments failed: {', '.join(errors)}")
+        raise SweepError(f"{len(errors)} of {len(points)} experiments failed: {', '.join(errors)}", rows)
     return rows
 
 
@@ -168,6 +205,52 @@ def _flat_numbers(tree: Mapping[str, Any], prefix: str = "") -> dict[str, float]
     return flat
 
 
+def format_table(
+    rows: Sequence[Mapping[str, Any]],
+    keys: Sequence[str],
+    metrics: Sequence[str] | None = None,
+    fixed: Sequence[str] = (),
+) -> str:
+    """The results as aligned text columns: experiment, status, the swept `keys`, then `metrics` (default:
+    the numbers of :data:`MAIN_METRICS`, else every numeric column but the `fixed` params); failures end
+    with their error."""
+    if metrics is None:
+        metrics = _main_metrics(rows, [*keys, *fixed])
+    columns = ["experiment", "status", *keys, *metrics]
+    cells = [[_cell(row.get(column)) for column in columns] for row in rows]
+    widths = [max(len(column), *(len(line[i]) for line in cells)) for i, column in enumerate(columns)]
+    lines = ["  ".join(column.ljust(width) for column, width in zip(columns, widths, strict=True)).rstrip()]
+    for row, line in zip(rows, cells, strict=True):
+        text = "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        if row.get("error"):
+            text += f"  error: {row['error']}"
+        lines.append(text)
+    return "\n".join(lines)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _main_metrics(rows: Sequence[Mapping[str, Any]], params: Sequence[str]) -> list[str]:
+    numeric = [
+        column
+        for column in dict.fromkeys(column for row in rows for column in row)
+        if column not in {"experiment", "status", "error", *params}
+        and all(row.get(column) is None or _is_number(row.get(column)) for row in rows)
+        and any(_is_number(row.get(column)) for row in rows)
+    ]
+    return [column for column in numeric if column.startswith(MAIN_METRICS)] or numeric
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return value if isinstance(value, str) else json.dumps(value)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.sweep", description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -179,6 +262,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="a param and the values to try (YAML list; repeatable: the sweep is every combination)",
     )
     parser.add_argument(
+        "--set",
+        dest="overrides",
+        metavar="KEY=VALUE",
+        type=parse_assignment,
+        action="append",
+        default=[],
+        help="a param set to one value in every experiment of the sweep (repeatable)",
+    )
+    parser.add_argument(
         "--stages", nargs="+", metavar="STAGE", help="run only these stages and their upstream"
     )
     parser.add_argument(
@@ -187,20 +279,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("-j", "--max-parallel", type=int, default=1, help="experiments at a time (default 1)")
     parser.add_argument("--repo-dir", default=".", help="the DVC repository (default: the current directory)")
     args = parser.parse_args(argv)
-    grid = {key: value if isinstance(value, list) else [value] for key, value in args.grid}
+    grid, overrides = dict(args.grid), dict(args.overrides)
     try:
-        rows = sweep_flow(
-            grid=grid,
-            repo_dir=args.repo_dir,
-            targets=args.stages,
-            name=args.name,
-            max_parallel=args.max_parallel,
-        )
-    except (SweepError, DvcCommandError, DvcGraphError, ValueError) as exc:
+        expand_grid(grid, overrides)  # a scalar where a list belongs is an error before anything runs
+    except ValueError as exc:
+        parser.error(str(exc))
+    use_quiet_defaults()
+    try:
+        with stopping_commands_on_signals():
+            rows = sweep_flow(
+                grid=grid,
+                repo_dir=args.repo_dir,
+                targets=args.stages,
+                name=args.name,
+                max_parallel=args.max_parallel,
+                overrides=overrides,
+            )
+    except SweepError as exc:
+        print(format_table(exc.rows, list(grid), fixed=list(overrides)))
         print(exc, file=sys.stderr)
         return 1
-    for row in rows:
-        print("  ".join(f"{key}={value}" for key, value in row.items()))
+    except (DvcCommandError, DvcGraphError, ValueError) as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(format_table(rows, list(grid), fixed=list(overrides)))
     return 0
 
 

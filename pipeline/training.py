@@ -9,7 +9,9 @@ interruption (kill -9 included) finds the folder and resumes from its latest che
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
+import io
 import json
 import logging
 import os
@@ -21,11 +23,14 @@ from typing import Any
 
 import torch
 
+from pipeline.locks import exclusive_folder
 from pipeline.params import Params, ParamsError
+from pipeline.pretrained import Pretrained, initialise, load_pretrained
 from pipeline.tracking import PipelineRun, start_run
 from pipeline.training_metrics import FEATURE_CACHE, TrainingMetrics, exported_generator
 from stylegan.archs import get_family
 from stylegan.dataset import ShardDataset
+from stylegan.files import atomic_write_json, atomic_write_text
 from stylegan.serialization import save_network
 from stylegan.training import (
     DistributedContext,
@@ -55,7 +60,7 @@ class TrainOutputs:
 
 
 #: Params of the `model` and `train` sections that are not fields of :class:`TrainingConfig`.
-NOT_CONFIG_FIELDS = frozenset(
+NOT_CONFIG_FIELDS = frozenset({"resume_from", "resume_kimg"}) | frozenset(
     {"arch", "conditional", "cfg", "gpus", "mirror", "device", "workers", "checkpoint_root"}
     | {"metrics", "metric_kimg", "export"}  # what is measured during training, and which G_ema is written
 )
@@ -82,7 +87,7 @@ def check_family_params(params: Params) -> None:
         raise ParamsError(f"{keys}: not used by model.arch={family.name}; remove them")
 
 
-def training_config(params: Params, resolution: int) -> TrainingConfig:
+def training_config(params: Params, resolution: int, pretrained: Pretrained | None = None) -> TrainingConfig:
     """The params' `model` and `train` sections as a :class:`TrainingConfig` of `model.arch`'s family.
 
     None keeps the preset's value, and so does an unset key of :data:`PRESET_REGULARIZATION`; the
@@ -101,10 +106,18 @@ def training_config(params: Params, resolution: int) -> TrainingConfig:
     overrides = {
         k: v for k, v in {**model, **train}.items() if k not in NOT_CONFIG_FIELDS and k not in family.options
     }
+    if pretrained is not None:  # as NVIDIA's train.py --resume, unless the params file says otherwise
+        given = params.train.model_fields_set
+        overrides.update({k: v for k, v in _resume_defaults(pretrained).items() if k not in given})
+        if "blur_init_sigma" in family.options and options.get("blur_init_sigma") is None:
+            options["blur_init_sigma"] = 0.0
     cfg = params.train.cfg or family.default_cfg(options)
-    return resolve_config(
+    config = resolve_config(
         cfg, resolution, gpus=params.train.gpus, overrides=overrides, arch=family.name, arch_options=options
     )
+    if pretrained is not None and "ema_rampup" not in params.train.model_fields_set:
+        config = dataclasses.replace(config, ema_rampup=None)  # a trained G_ema needs no ramp-up
+    return config
 
 
 def dataset_fingerprint(shards_dir: Path) -> str:
@@ -112,13 +125,26 @@ def dataset_fingerprint(shards_dir: Path) -> str:
     return hashlib.sha256((shards_dir / "index.json").read_bytes()).hexdigest()
 
 
-def checkpoint_dir(params: Params, config: TrainingConfig, shards_dir: Path) -> Path:
+def _resume_defaults(pretrained: Pretrained) -> dict[str, Any]:
+    """ADA reacts faster and starts from the source's augmentation strength (the EMA ramp-up goes too)."""
+    defaults: dict[str, Any] = {"ada_kimg": 100}
+    if pretrained.augment_p is not None:
+        defaults["aug_p"] = pretrained.augment_p
+    return defaults
+
+
+def checkpoint_dir(
+    params: Params, config: TrainingConfig, shards_dir: Path, pretrained: Pretrained | None = None
+) -> Path:
     """``<checkpoint_root>/<run key>``; a relative root is taken from the DVC project root (DVC_ROOT),
     so that `dvc exp run --temp` runs resume from the same folder as workspace runs."""
     root = Path(params.train.checkpoint_root).expanduser()
     if not root.is_absolute():
         root = Path(os.environ.get("DVC_ROOT", ".")) / root
-    return root / run_key(config.identity(), dataset_fingerprint(shards_dir))
+    identity = config.identity()
+    if pretrained is not None:  # the same config fine-tuned from another source is another run
+        identity |= {"resume_from": pretrained.sha256, "resume_kimg": params.train.resume_kimg}
+    return root / run_key(identity, dataset_fingerprint(shards_dir))
 
 
 def torchrun_command(gpus: int, argv: list[str]) -> list[str]:
@@ -139,7 +165,8 @@ def torchrun_command(gpus: int, argv: list[str]) -> list[str]:
 
 class CurveWriter:
     """Per-tick training curves as a TSV in the run folder, so they survive an interruption. A resumed
-    run repeats the ticks after its last checkpoint; their first rows are dropped when they come again."""
+    run repeats the ticks after its last checkpoint; their first rows are dropped when they come again.
+    The file is rewritten atomically: a kill leaves the previous version, never half of one."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -149,10 +176,16 @@ class CurveWriter:
         self.rows = [row for row in self.rows if float(row["kimg"]) < kimg - 1e-9]
         self.rows.append({**metrics, "kimg": f"{kimg:.3f}"})
         columns = list(dict.fromkeys(key for row in self.rows for key in row))
-        with self.path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, columns, delimiter="\t", restval="")
-            writer.writeheader()
-            writer.writerows(self.rows)
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, columns, delimiter="\t", restval="")
+        writer.writeheader()
+        writer.writerows(self.rows)
+        atomic_write_text(self.path, text.getvalue())
+
+    def row(self, kimg: float) -> dict[str, str]:
+        """The values of the row at `kimg` (without the kimg), or {}."""
+        found = [row for row in self.rows if abs(float(row["kimg"]) - kimg) < 1e-9]
+        return {key: value for key, value in found[-1].items() if key != "kimg"} if found else {}
 
 
 def read_curves(path: Path) -> list[dict[str, str]]:
@@ -167,15 +200,25 @@ def network_sizes(config: TrainingConfig, *, img_channels: int, c_dim: int) -> d
     return {name: sum(p.numel() for p in net.parameters()) for name, net in (("G", G), ("D", D))}
 
 
-def _on_tick(run: PipelineRun, curves: CurveWriter, measured: TrainingMetrics):
+def _on_tick(run: PipelineRun, curves: CurveWriter, measured: TrainingMetrics, new_run: bool):
     def callback(report: TickReport) -> None:
+        if report.resumed and new_run:  # a new MLflow run continuing these checkpoints gets their history
+            for row in curves.rows:
+                if float(row["kimg"]) < report.kimg - 1e-9:
+                    run.log_tick(_numbers(row), float(row["kimg"]))
         values = measured.on_tick(report.kimg, report.checkpoint, report.G_ema)
-        curves.append(report.kimg, {**report.metrics, **values})
+        kept = curves.row(report.kimg) if report.resumed else {}  # the checkpoint's tick again: keep its row
+        curves.append(report.kimg, {**kept, **report.metrics, **values})
         run.log_tick({**report.metrics, **values}, report.kimg)
         if report.samples is not None:
             run.log_image(report.samples, key="samples", kimg=report.kimg)
 
     return callback
+
+
+def _numbers(row: dict[str, str]) -> dict[str, float]:
+    """The numbers of a curves row (empty cells are metrics not measured at that tick)."""
+    return {key: float(value) for key, value in row.items() if key != "kimg" and value not in ("", None)}
 
 
 def run_training(params: Params, shards_dir: Path, outputs: TrainOutputs = TrainOutputs()) -> dict[str, Any]:
@@ -208,12 +251,34 @@ def _train_here(
         rank=ctx.rank,
         world_size=ctx.world_size,
     )
-    config = training_config(params, dataset.resolution)
-    run_dir = checkpoint_dir(params, config, shards_dir)
+    pretrained = load_pretrained(t.resume_from) if t.resume_from else None
+    config = training_config(params, dataset.resolution, pretrained)
+    run_dir = checkpoint_dir(params, config, shards_dir, pretrained)
+    start = dict(start_nimg=round(t.resume_kimg * 1000))
+    if pretrained is not None:
+        fresh = build_networks(config, img_channels=dataset.num_channels, c_dim=dataset.label_dim)
+        start.update(zip(("G", "D", "G_ema"), initialise(pretrained, *fresh), strict=True))
+        log.info("fine-tuning from %s (sha256 %s)", t.resume_from, pretrained.sha256[:12])
     if not ctx.is_main:
-        summary = train(config, dataset, run_dir, num_workers=t.workers, distributed=ctx)
+        summary = train(config, dataset, run_dir, num_workers=t.workers, distributed=ctx, **start)
         return {"kimg": summary.cur_nimg / 1000, "rank": ctx.rank}
-    run_dir.mkdir(parents=True, exist_ok=True)
+    # One training per checkpoint folder at a time: another run of this config (a sweep's, an
+    # experiment's) makes this one wait, then it resumes from where that one ended (pipeline.locks).
+    with exclusive_folder(run_dir):
+        return _train_main(params, shards_dir, outputs, ctx, dataset, config, run_dir, start)
+
+
+def _train_main(
+    params: Params,
+    shards_dir: Path,
+    outputs: TrainOutputs,
+    ctx: DistributedContext,
+    dataset: ShardDataset,
+    config: TrainingConfig,
+    run_dir: Path,
+    start: dict[str, Any],
+) -> dict[str, Any]:
+    t = params.train
     log.info("checkpoints for resume: %s", run_dir)
     sizes = network_sizes(config, img_channels=dataset.num_channels, c_dim=dataset.label_dim)
     log.info("networks: G %s parameters, D %s parameters", f"{sizes['G']:,}", f"{sizes['D']:,}")
@@ -233,17 +298,20 @@ def _train_here(
     run_id_file = run_dir / MLFLOW_RUN_ID_FILE
     resume_run_id = run_id_file.read_text().strip() if run_id_file.exists() else None
 
-    with start_run(params, resume_run_id=resume_run_id) as run:
-        run_id_file.write_text(run.info.run_id)
+    # A tracking server that goes away mid-training stops nothing (pipeline.tracking_offline).
+    with start_run(params, resume_run_id=resume_run_id, keep_going_offline=True) as run:
+        atomic_write_text(run_id_file, run.info.run_id)
         for name, count in sizes.items():
             run.client.set_tag(run.info.run_id, f"{name}_parameters", str(count))
         summary = train(
             config,
             dataset,
             run_dir,
-            progress_callback=_on_tick(run, curves, measured),
+            progress_callback=_on_tick(run, curves, measured, new_run=run.info.run_id != resume_run_id),
             num_workers=t.workers,
             distributed=ctx,
+            report_resumed_tick=True,  # a kill between a checkpoint and its records: they catch up
+            **start,
         )
         kimg = summary.cur_nimg / 1000
         final_values = measured.finish(summary.G_ema, kimg)
@@ -259,23 +327,20 @@ def _train_here(
             G_export,
             extra_metadata={"family": config.arch, "training_config": json.dumps(config.to_dict())},
         )
-        outputs.generator_config.write_text(
-            json.dumps(
-                {
-                    "family": config.arch,
-                    "training": config.to_dict(),
-                    "kimg": summary.cur_nimg / 1000,
-                    "parameters": sizes,
-                    "export": export,
-                },
-                indent=2,
-            )
-            + "\n"
+        atomic_write_json(
+            outputs.generator_config,
+            {
+                "family": config.arch,
+                "training": config.to_dict(),
+                "kimg": summary.cur_nimg / 1000,
+                "parameters": sizes,
+                "export": export,
+            },
         )
-        outputs.curves.write_text((run_dir / "curves.tsv").read_text())
+        atomic_write_text(outputs.curves, (run_dir / "curves.tsv").read_text())
         final = {"kimg": kimg, "ticks": summary.ticks, **summary.metrics, **measured.summary()}
         final.update({"G_parameters": sizes["G"], "D_parameters": sizes["D"]})
-        outputs.metrics.write_text(json.dumps(final, indent=2) + "\n")
+        atomic_write_json(outputs.metrics, final)
         run.log_artifact(outputs.generator, "model")
         run.log_artifact(outputs.generator_config, "model")
     return final

@@ -4,10 +4,11 @@ import json
 import logging
 from pathlib import Path
 
-from pipeline.align_folder import align_folder
+from pipeline.align_folder import SKIPPED_FILE, align_folder
 from pipeline.download.manifest import LANDMARKS_FILE, read_manifest
 from pipeline.params import Params
 from pipeline.stage import run_stage
+from pipeline.usable_images import NoUsableImagesError
 
 RAW_DIR = Path("data/raw")
 ALIGNED_DIR = Path("data/aligned")
@@ -31,6 +32,9 @@ def main(params: Params) -> None:
         landmarks=landmarks,
     )
     logging.info("%s", summary)
+    if summary.images and not summary.outputs:  # the first stage to open the files: stop here, say why
+        reasons = dict(sorted(summary.skip_reasons.items(), key=lambda item: -item[1])[:3])
+        raise NoUsableImagesError(summary.images, ALIGNED_DIR / SKIPPED_FILE, reasons)
 
 
 if __name__ == "__main__":

@@ -4,14 +4,18 @@ import logging
 from pathlib import Path
 
 from pipeline.params import Params
-from pipeline.stage import run_stage
+from pipeline.stage import StageError, run_stage
 from pipeline.training import run_training
+from stylegan.training import TrainingDiverged
 
 SHARDS_DIR = Path("data/shards")
 
 
 def main(params: Params) -> None:
-    final = run_training(params, SHARDS_DIR)
+    try:
+        final = run_training(params, SHARDS_DIR)
+    except TrainingDiverged as exc:  # the MLflow run is already marked FAILED; the message has kimg, phase
+        raise StageError(str(exc)) from None
     logging.info("trained to %g kimg: %s", final["kimg"], final)
 
 

@@ -1,24 +1,34 @@
 """Stream training images from WebDataset tar shards described by an ``index.json``.
 
-The index lists every shard with its sample count, so each consumer (a DataLoader worker on a DDP
-rank) can be handed an exact slice of the epoch without reading anything first:
+The index lists every shard with its sample count, so each rank of a DDP job can be handed an exact
+slice of the epoch without reading anything first, and a stream can start at any sample:
 
 * **Splitting.** The epoch is the shards' samples laid end to end, the shards in a seeded random order
-  (the same on every rank and worker). Consumer ``c`` of ``C = world_size * num_workers`` takes the
-  contiguous positions ``[c * N // C, (c + 1) * N // C)``: no sample is read twice or left out, the
-  consumers' shares differ by at most one, and each reads only the few shards its slice touches.
-* **Shuffling.** Shard order (above) plus an in-memory buffer of `shuffle_buffer` encoded samples,
-  seeded by ``(seed, epoch, consumer)``: the same settings give the same stream. Call
-  :meth:`ShardDataset.set_epoch` before each epoch (``infinite=True`` advances it by itself).
+  (the same on every rank). Rank ``r`` of ``R`` takes the contiguous positions
+  ``[r * N // R, (r + 1) * N // R)``: no sample is read twice or left out, the ranks' shares differ by at
+  most one, and each rank reads only the few shards its slice touches.
+* **Shuffling.** Shard order (above) plus a shuffle buffer of `shuffle_buffer` samples, seeded by
+  ``(seed, epoch, rank)``: the same settings give the same stream. Call :meth:`ShardDataset.set_epoch`
+  before each epoch (``infinite=True`` advances it by itself).
 * **x-flips.** With ``xflip=True`` the epoch holds every image twice, once as stored and once mirrored
-  left to right, as ``--mirror`` in StyleGAN2-ADA: each consumer makes two passes over its slice (the
+  left to right, as ``--mirror`` in StyleGAN2-ADA: each rank makes two passes over its slice (the
   second in another shard order); a seeded coin per sample picks which pass mirrors it.
+* **Positions.** A rank's stream is a function of ``(seed, rank, world_size)`` alone: epoch after epoch of
+  its slice, shuffled. :meth:`ShardDataset.stream_from` starts it at any sample (a resumed training
+  run continues exactly where it stopped), reading only the shards whose samples it still needs.
+* **DataLoader workers** take turns at whole batches of the rank's stream (``batch_size`` of
+  :meth:`~ShardDataset.stream_from`; single samples otherwise): a ``DataLoader`` with that batch size
+  yields the same batches in the same order for any number of workers. Each worker decodes only its own
+  samples; it skips over the others' in the tar files by their headers.
 
-Samples are decoded from PNG with PIL. This module depends on torch, numpy and PIL only.
+The shuffle buffer is replayed on sample numbers (a few microseconds per sample and epoch), which tells
+each worker which samples it needs and when, before any file is opened. Samples are decoded from PNG
+with PIL. This module depends on torch, numpy and PIL only.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import json
@@ -65,7 +75,7 @@ class ShardDataset(IterableDataset):
     xflip: double the epoch with mirrored copies (see the module docstring).
     use_labels: return one-hot labels; when False (or the data has none) labels have length 0.
     rank, world_size: this process's place in distributed training; ranks split every epoch.
-    shuffle_buffer: samples held (encoded) for shuffling; memory is about this many PNG files.
+    shuffle_buffer: the shuffle buffer's size in samples; a worker holds at most this many (encoded).
     infinite: repeat epochs forever, reshuffling each time.
     verify_shards: check each shard's size and sha256 against the index the first time this process
         reads it (a few percent of the decoding time); :meth:`verify` checks all of them at once.
@@ -102,6 +112,8 @@ class ShardDataset(IterableDataset):
         self.rank, self.world_size = rank, world_size
         self.shuffle_buffer, self.infinite, self.verify_shards = shuffle_buffer, infinite, verify_shards
         self.epoch = 0
+        self._position = 0  # where the next iteration starts, in samples of this rank's stream
+        self._worker_batch = 1  # samples DataLoader workers take in turn
         self._shards = [
             _Shard(self.index_path.parent / s["name"], s["count"], s["sha256"], s["bytes"])
             for s in self._index["shards"]
@@ -146,9 +158,36 @@ class ShardDataset(IterableDataset):
         counts = np.asarray(self._index["labels"].get("counts", []), dtype=np.float64)
         return counts / counts.sum() if counts.size else counts
 
+    @property
+    def rank_length(self) -> int:
+        """Images in one epoch on this rank, x-flipped copies included."""
+        first, end = self._rank_slice()
+        return (end - first) * (2 if self.xflip else 1)
+
     def set_epoch(self, epoch: int) -> None:
         """Select the shuffle of `epoch`; call before iterating (DataLoader workers copy it)."""
+        if epoch < 0:
+            raise ValueError(f"epoch must be >= 0, got {epoch}")
         self.epoch = epoch
+        self._position = epoch * self.rank_length
+
+    def stream_from(self, position: int, *, batch_size: int = 1) -> ShardDataset:
+        """An endless copy of this reader that starts at sample `position` of this rank's stream.
+
+        The stream is epoch 0, 1, 2, ... of this rank's slice, shuffled as set up; `position` counts its
+        samples from the start of epoch 0, e.g. the images one rank has trained on. Read it with
+        ``DataLoader(copy, batch_size=batch_size, num_workers=any)``: the workers take turns at batches of
+        `batch_size`, so the batches are the stream's, in order, whatever the number of workers.
+        """
+        if position < 0 or batch_size < 1:
+            raise ValueError(f"position must be >= 0 and batch_size >= 1, got {position} and {batch_size}")
+        if self.rank_length == 0:
+            raise ValueError(f"rank {self.rank} of {self.world_size} has no images of {self.index_path}")
+        stream = copy.copy(self)
+        stream._verified = set(self._verified)
+        stream.infinite, stream._position, stream._worker_batch = True, position, batch_size
+        stream.epoch = position // self.rank_length
+        return stream
 
     # --- integrity ---------------------------------------------------------------------------------
 
@@ -181,12 +220,20 @@ class ShardDataset(IterableDataset):
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         info = get_worker_info()
         worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        consumer = self.rank * num_workers + worker
-        stream = self._stream(consumer, self.world_size * num_workers)
-        if self.shuffle:
-            stream = _buffer_shuffle(stream, self.shuffle_buffer, self._rng(self.epoch, 2, consumer))
-        for where, sample, flip in stream:
-            yield self._decode(where, sample, flip)
+        length = self.rank_length
+        if length == 0:
+            return
+        epoch, offset = divmod(self._position, length)
+        served = 0  # samples of the stream before this epoch's first one, since the start position
+        while True:
+            # This worker's samples of the epoch: every num_workers-th batch of the stream, from its start.
+            positions = np.arange(offset, length)
+            turns = (served + positions - offset) // self._worker_batch
+            yield from self._epoch_samples(epoch, positions[turns % num_workers == worker])
+            if not self.infinite:
+                return
+            served += length - offset
+            epoch, offset = epoch + 1, 0
 
     def iterate_batches(
         self, batch_size: int, *, num_workers: int = 0
@@ -202,44 +249,80 @@ class ShardDataset(IterableDataset):
             world_size=self.world_size,
             verify_shards=self.verify_shards,
         )
-        yield from DataLoader(plain, batch_size=batch_size, num_workers=num_workers)
+        plain._worker_batch = batch_size  # the workers take turns at batches: index order for any number
+        if plain.rank_length:
+            yield from DataLoader(plain, batch_size=batch_size, num_workers=num_workers)
 
     def _rng(self, *keys: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, *keys])
 
-    def _stream(self, consumer: int, num_consumers: int) -> Iterator[tuple[str, Sample, bool]]:
-        """(where, sample, mirror it) for this consumer's slice of each epoch, in read order."""
-        epoch = self.epoch
-        while True:
-            segments = self._segments(epoch, consumer, num_consumers)
-            if not self.xflip:
-                yield from self._pass(segments, [np.zeros(stop - start, bool) for _, start, stop in segments])
-            elif not self.shuffle:  # every image as stored, then every image mirrored
-                unflipped = [np.zeros(stop - start, bool) for _, start, stop in segments]
-                yield from self._pass(segments, unflipped)
-                yield from self._pass(segments, [~coins for coins in unflipped])
-            else:
-                rng = self._rng(epoch, 1, consumer)
-                coins = [rng.integers(0, 2, stop - start).astype(bool) for _, start, stop in segments]
-                yield from self._pass(segments, coins)
-                second = rng.permutation(len(segments))
-                yield from self._pass([segments[i] for i in second], [~coins[i] for i in second])
-            if not self.infinite:
-                return
-            epoch += 1
+    def _rank_slice(self) -> tuple[int, int]:
+        """This rank's positions ``[first, end)`` in every epoch's order of the stored images."""
+        total = self.num_images
+        return self.rank * total // self.world_size, (self.rank + 1) * total // self.world_size
 
-    def _pass(self, segments: list[Segment], flips: list[np.ndarray]) -> Iterator[tuple[str, Sample, bool]]:
-        for segment, segment_flips in zip(segments, flips, strict=True):
-            for (where, sample), flip in zip(self._read(segment), segment_flips, strict=True):
-                yield where, sample, bool(flip)
+    def _reads(self, epoch: int) -> list[tuple[Segment, np.ndarray]]:
+        """The epoch's reads on this rank, in order, as (shard segment, mirror each sample)."""
+        segments = self._segments(epoch)
+        unflipped = [np.zeros(stop - start, bool) for _, start, stop in segments]
+        if not self.xflip:
+            return list(zip(segments, unflipped, strict=True))
+        if not self.shuffle:  # every image as stored, then every image mirrored
+            mirrored = [~flips for flips in unflipped]
+            return [*zip(segments, unflipped, strict=True), *zip(segments, mirrored, strict=True)]
+        rng = self._rng(epoch, 1, self.rank)
+        coins = [rng.integers(0, 2, stop - start).astype(bool) for _, start, stop in segments]
+        second = rng.permutation(len(segments))
+        return [*zip(segments, coins, strict=True), *((segments[i], ~coins[i]) for i in second)]
 
-    def _segments(self, epoch: int, consumer: int, num_consumers: int) -> list[Segment]:
-        """The parts of shards that hold positions [c N / C, (c + 1) N / C) of the epoch's order."""
+    def _epoch_samples(
+        self, epoch: int, positions: np.ndarray
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The decoded samples at `positions` (ascending) of the epoch's shuffled order on this rank."""
+        if not len(positions):
+            return
+        reads = self._reads(epoch)
+        length = sum(len(flips) for _, flips in reads)
+        order = (
+            _buffer_order(length, self.shuffle_buffer, self._rng(epoch, 2, self.rank))
+            if self.shuffle
+            else np.arange(length)
+        )
+        needed = order[positions]  # read positions, in the order they go out
+        wanted = np.zeros(length, bool)
+        wanted[needed] = True
+        reader = self._read_wanted(reads, wanted)
+        read: dict[int, tuple[str, Sample, bool]] = {}  # read, not yet out: at most about the buffer
+        try:
+            for position in needed.tolist():
+                while position not in read:
+                    at, item = next(reader)
+                    read[at] = item
+                yield self._decode(*read.pop(position))
+        finally:
+            reader.close()
+
+    def _read_wanted(
+        self, reads: list[tuple[Segment, np.ndarray]], wanted: np.ndarray
+    ) -> Iterator[tuple[int, tuple[str, Sample, bool]]]:
+        """(read position, (where, sample, mirror it)) of the wanted samples, in read order; shards with
+        none of them are not opened, the others' samples are skipped by their tar headers."""
+        position = 0
+        for segment, flips in reads:
+            mask = wanted[position : position + len(flips)]
+            if mask.any():
+                for offset, (where, sample) in enumerate(self._read(segment, mask)):
+                    if sample is not None:
+                        yield position + offset, (where, sample, bool(flips[offset]))
+            position += len(flips)
+
+    def _segments(self, epoch: int) -> list[Segment]:
+        """The parts of shards that hold this rank's positions [r N / R, (r + 1) N / R) of the epoch's
+        order of the shards."""
         order = (
             self._rng(epoch, 0).permutation(len(self._shards)) if self.shuffle else range(len(self._shards))
         )
-        total = self.num_images
-        first, end = consumer * total // num_consumers, (consumer + 1) * total // num_consumers
+        first, end = self._rank_slice()
         segments, offset = [], 0
         for number in order:
             count = self._shards[number].count
@@ -249,8 +332,11 @@ class ShardDataset(IterableDataset):
             offset += count
         return segments
 
-    def _read(self, segment: Segment) -> Iterator[tuple[str, Sample]]:
-        """Samples ``start`` to ``stop`` (exclusive) of one shard, as ("shard:key", {extension: bytes})."""
+    def _read(
+        self, segment: Segment, wanted: np.ndarray | None = None
+    ) -> Iterator[tuple[str, Sample | None]]:
+        """Samples ``start`` to ``stop`` (exclusive) of one shard, as ("shard:key", {extension: bytes});
+        with `wanted` (a mask over them) the unwanted ones come as ("shard:key", None), unread."""
         number, start, stop = segment
         shard = self._shards[number]
         if self.verify_shards:
@@ -259,10 +345,11 @@ class ShardDataset(IterableDataset):
         with tarfile.open(shard.path, "r:") as tar:
             for key, members in _group_by_key(tar, shard.path):
                 if position >= start:
-                    yield (
-                        f"{shard.path.name}:{key}",
-                        {ext: _read_member(tar, m) for ext, m in members.items()},
-                    )
+                    where = f"{shard.path.name}:{key}"
+                    if wanted is not None and not wanted[position - start]:
+                        yield where, None
+                    else:
+                        yield where, {ext: _read_member(tar, m) for ext, m in members.items()}
                 position += 1
                 if position == stop:
                     return
@@ -352,17 +439,17 @@ def _read_member(tar: tarfile.TarFile, member: tarfile.TarInfo) -> bytes:
     return file.read()
 
 
-def _buffer_shuffle(
-    stream: Iterator[tuple[str, Sample, bool]], size: int, rng: np.random.Generator
-) -> Iterator[tuple[str, Sample, bool]]:
-    """Yield the items of `stream` in random order, holding at most `size` of them at a time."""
-    buffer: list[tuple[str, Sample, bool]] = []
-    for item in stream:
-        if len(buffer) < size:
-            buffer.append(item)
-            continue
-        slot = int(rng.integers(size))
-        yield buffer[slot]
-        buffer[slot] = item
-    for slot in rng.permutation(len(buffer)):
-        yield buffer[slot]
+def _buffer_order(length: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """The order in which a shuffle buffer of `size` passes on `length` items: ``order[k]`` is the
+    position of the `k`-th item out. Each item after the first `size` takes a random slot and the one
+    there goes out; at the end the buffer empties in random order. Computed on positions alone, so that a
+    reader knows which item goes out when before it reads any."""
+    size = min(size, length)
+    buffer = list(range(size))
+    order = []
+    slots = rng.integers(size, size=length - size).tolist() if size else []
+    for incoming, slot in zip(range(size, length), slots, strict=True):
+        order.append(buffer[slot])
+        buffer[slot] = incoming
+    order += [buffer[slot] for slot in rng.permutation(size).tolist()]
+    return np.asarray(order, dtype=np.int64)

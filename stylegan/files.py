@@ -2,11 +2,13 @@
 
 A writer gets a temporary file in the target's folder; only when it finishes without error is the
 file flushed to disk and renamed over the target (and the rename itself made durable), so a crash,
-``kill -9`` or a full disk leaves either the old file or the new one, never half of one.
+``kill -9`` or a full disk leaves either the old file or the new one, never half of one. A full disk
+(or quota) is reported as :class:`DiskFullError` naming the file, whichever library's writer hit it.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -15,13 +17,28 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+class DiskFullError(OSError):
+    """No space (or quota) was left to write a file; the file was left as it was."""
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """Whether `exc` reports a full disk or quota: an OSError with that errno, or the OS's message in the
+    error of a writer in another language (safetensors reports ``No space left on device (os error 28)``)."""
+    if isinstance(exc, OSError) and exc.errno in _FULL:
+        return True
+    return any(os.strerror(code) in str(exc) for code in _FULL)
+
 
 @contextmanager
 def atomic_path(path: str | os.PathLike[str], mode: int = 0o644) -> Iterator[Path]:
     """A temporary path beside ``path`` for a writer that wants a file name (PIL, safetensors, torch).
 
     On success the file gets permissions ``mode`` (mkstemp makes it private), is fsynced and renamed
-    over ``path``; on any error it is removed and ``path`` is left as it was.
+    over ``path``; on any error it is removed and ``path`` is left as it was. A full disk raises
+    :class:`DiskFullError` naming ``path``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -34,8 +51,11 @@ def atomic_path(path: str | os.PathLike[str], mode: int = 0o644) -> Iterator[Pat
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
+        if is_disk_full(exc) and not isinstance(exc, DiskFullError):
+            code = exc.errno if isinstance(exc, OSError) and exc.errno in _FULL else errno.ENOSPC
+            raise DiskFullError(code, os.strerror(code), str(path)) from exc
         raise
     _fsync_directory(path.parent)
 

@@ -451,7 +451,7 @@ class Sampler:
     @property
     def has_input_transform(self) -> bool:
         """StyleGAN3: the Fourier-feature input takes a user transform (``G.synthesis.input.transform``)."""
-        return hasattr(getattr(self.network.synthesis, "input", None), "transform")
+        return hasattr(getattr(getattr(self.network, "synthesis", None), "input", None), "transform")
 
     @torch.no_grad()
     def input_transform_frames(

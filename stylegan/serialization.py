@@ -2,7 +2,8 @@
 
 The file's metadata holds the network's class (``module.QualName``) and its JSON ``init_kwargs``.
 Loading imports nothing but registered network classes of the ``stylegan`` package and never
-unpickles anything. Writes are atomic (temporary file in the same folder, then ``os.replace``).
+unpickles anything. Writes are atomic (temporary file in the same folder, then ``os.replace``) and
+byte-reproducible: the same network gives the same file in any process (:func:`save_safetensors`).
 """
 
 from __future__ import annotations
@@ -10,15 +11,16 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import struct
 from collections.abc import Mapping
 from typing import TypeVar
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import nn
 
-from stylegan.files import atomic_path
+from stylegan.files import atomic_write_bytes
 
 FORMAT = "stylegan.network/1"
 _REGISTRY: dict[str, type[nn.Module]] = {}
@@ -54,8 +56,27 @@ def save_network(
         "class": key,
         "init_kwargs": json.dumps(module.init_kwargs),
     }
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+    save_safetensors(tensors, path, metadata)
+
+
+def save_safetensors(
+    tensors: Mapping[str, torch.Tensor],
+    path: str | os.PathLike[str],
+    metadata: Mapping[str, str] | None = None,
+) -> None:
+    """``safetensors.torch.save_file``, written atomically, with the same bytes in every process.
+
+    safetensors writes the metadata in the order of a Rust hash map, which changes from one process to the
+    next; here it is sorted, so that identical networks give identical files (and DVC hashes)."""
+    data = save(dict(tensors), metadata=dict(metadata) if metadata else None)
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + length])
+    if "__metadata__" in header:
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+        text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(text) <= length:  # the same header, sorted, space-padded to its length (the format allows)
+            data = data[:8] + text.ljust(length) + data[8 + length :]
+    atomic_write_bytes(path, data)
 
 
 def read_file_metadata(path: str | os.PathLike[str]) -> dict[str, str]:

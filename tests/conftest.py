@@ -19,6 +19,30 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 
+# Every test behaves the same online and offline: a request to any host but this machine goes to a closed
+# local port and fails at once (urllib, requests and httpx read these variables, in this process and in
+# every command a test starts), so no test downloads detector weights (vgg16.pt is 528 MB) or anything
+# else just because a network happens to be there. Local servers (MLflow, Prefect, fake mirrors) answer.
+for _variable in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+    os.environ[_variable] = "http://127.0.0.1:9"
+for _variable in ("no_proxy", "NO_PROXY"):
+    os.environ[_variable] = "127.0.0.1,localhost,::1"
+os.environ.pop("ALL_PROXY", None)
+os.environ.pop("all_proxy", None)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def machine_caches_left_alone(tmp_path_factory):
+    """Detector weights and feature caches in a folder of the session: a machine that has vgg16.pt in its
+    own cache runs the same tests as one that has not (STYLEGAN_CACHE_DIR, read by stylegan.metrics)."""
+    previous = os.environ.get("STYLEGAN_CACHE_DIR")
+    os.environ["STYLEGAN_CACHE_DIR"] = str(tmp_path_factory.mktemp("stylegan-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("STYLEGAN_CACHE_DIR", None)
+    else:
+        os.environ["STYLEGAN_CACHE_DIR"] = previous
+
 
 @pytest.fixture(scope="session")
 def prefect_harness():

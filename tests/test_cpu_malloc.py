@@ -65,6 +65,7 @@ def test_kept_memory_is_reused_without_page_faults(tmp_path):
     assert faults < PAGES_PER_TENSOR / 10, faults
 
 
+@pytest.mark.slow
 def test_cpu_training_keeps_freed_memory(tmp_path):
     applied, faults = run_child("train", tmp_path)
     assert applied

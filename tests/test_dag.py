@@ -19,8 +19,8 @@ import yaml
 from pipeline.flow import StageOutcome
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ("stylegan", "pipeline", "stages", "dvc.yaml", "pyproject.toml")
-STAGES = ["download", "align", "prepare", "train", "w_avg", "evaluate", "report"]
+PROJECT_FILES = ("stylegan", "pipeline", "stages", "dvc.yaml", ".dvcignore", "pyproject.toml")
+STAGES = ["check", "download", "align", "prepare", "train", "w_avg", "evaluate", "report"]
 
 FLOW_ROW = re.compile(r"^\s+(?P<stage>\S+)\s+(?P<outcome>ran|up to date|restored from run cache)\s+[\d.]+ s$")
 
@@ -100,16 +100,52 @@ def test_flow_runs_the_dag_in_order_and_writes_every_output(repo):
     for out in ("data/shards/index.json", "models/G_ema.safetensors", "models/w_avg.safetensors",
                 "plots/train.tsv", "metrics/train.json", "reports/index.html"):  # fmt: skip
         assert (path / out).is_file(), out
-    metrics = json.loads((path / "metrics/eval.json").read_text())
-    assert metrics["fid50k_full"]["available"] and metrics["fid50k_full"]["value"] > 0
-    assert metrics["kid50k_full"]["available"]
-    assert metrics["fid50k_full"]["num_gen"] == 32
+    records = json.loads((path / "metrics/eval_provenance.json").read_text())
+    # fid50k_full of 32 generated images is reported as fid32_full: a name never overstates the count.
+    assert records["fid32_full"]["available"] and records["fid32_full"]["value"] > 0
+    fid = records["fid32_full"]
+    assert fid["metric"] == "fid50k_full" and "instead of the 50,000" in fid["note"]
+    assert records["kid32_full"]["available"]
+    assert records["fid32_full"]["num_gen"] == 32
     # VGG16 cannot be downloaded offline: reported unavailable with the reason, never a number.
-    pr = metrics["pr50k3_full"]
+    pr = records["pr32_3_full"]
     if not pr["available"]:
         assert pr["value"] is None and "vgg16" in pr["reason"].lower()
+    # The metrics file DVC shows: one number per result key, nothing else.
+    metrics = json.loads((path / "metrics/eval.json").read_text())
+    assert metrics["fid32_full"] == records["fid32_full"]["value"] and "fid50k_full" not in metrics
+    assert all(isinstance(value, float) for value in metrics.values())
     index = json.loads((path / "data/shards/index.json").read_text())
     assert index["count"] == 48 and index["resolution"] == 16
+
+
+def test_dvc_shows_flat_metrics_and_provenance_keeps_no_machine_paths(repo):
+    path, env, _, _ = repo
+    shown = json.loads(run([sys.executable, "-m", "dvc", "metrics", "show", "--json"], path, env).stdout)
+    [workspace] = shown.values()
+    evaluated = workspace["data"]["metrics/eval.json"]["data"]
+    assert evaluated and all(isinstance(value, float) for value in evaluated.values())
+    provenance = (path / "metrics/eval_provenance.json").read_text()
+    for machine_path in (str(path), str(Path.home()), str(ROOT), sys.prefix):
+        assert machine_path not in provenance
+    assert '"sha256"' in provenance and '"timing"' in provenance
+
+
+def test_evaluate_logs_the_generator_as_an_mlflow_model_with_its_metrics(repo):
+    path, env, _, _ = repo
+    from mlflow import MlflowClient
+
+    from pipeline.tracking import RunInfo
+
+    info = RunInfo.load(path / "models/mlflow_run.json")
+    client = MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    [model] = client.search_logged_models([info.experiment_id])
+    assert model.source_run_id == info.run_id
+    metrics = json.loads((path / "metrics/eval.json").read_text())
+    assert metrics.items() <= {metric.key: metric.value for metric in model.metrics}.items()
+    [dataset] = client.get_run(info.run_id).inputs.dataset_inputs
+    lock = yaml.safe_load((path / "dvc.lock").read_text())
+    assert dataset.dataset.digest == lock["stages"]["prepare"]["outs"][0]["md5"]
 
 
 def test_second_flow_run_finds_every_stage_up_to_date(repo):
@@ -130,7 +166,8 @@ def test_prepare_param_change_reruns_prepare_only(repo):
     params["prepare"]["filter"] = "box"
     (path / "params.yaml").write_text(yaml.safe_dump(params))
     result = run([sys.executable, "-m", "dvc", "repro", "prepare"], path, env)
-    assert ran_stages(result.stdout) == ["prepare"]
+    # check validates the changed file first; its output does not change, so only prepare follows.
+    assert ran_stages(result.stdout) == ["check", "prepare"]
     # Only the stages that read the shards see the change (w_avg reads the generator, not yet rebuilt).
     status = run([sys.executable, "-m", "dvc", "status", "--json"], path, env)
     assert set(json.loads(status.stdout)) == {"train", "evaluate", "report"}

@@ -205,3 +205,45 @@ def test_bad_index(tmp_path, shards):
         ShardDataset(tmp_path)
     with pytest.raises(ValueError, match=r"rank must be in \[0, world_size=2\), got 2"):
         ShardDataset(shards, rank=2, world_size=2)
+
+
+def _stream(images, dataset, count: int, num_workers: int, batch_size: int) -> list[tuple[int, bool]]:
+    """(index, mirrored) of the first `count` images of an endless stream, read in batches."""
+    seen = []
+    for batch, _ in DataLoader(dataset, batch_size=batch_size, num_workers=num_workers):
+        seen += _identify(images, batch)
+        if len(seen) >= count:
+            return seen[:count]
+    raise AssertionError("the stream ended")
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")  # 3 workers on a 2-core machine
+@pytest.mark.parametrize("rank, world_size", [(0, 1), (1, 2)])
+def test_a_stream_restarts_at_any_image_with_any_number_of_workers(shards, images, rank, world_size):
+    """stream_from(p) continues the rank's stream exactly at image p, across epochs, as DataLoader batches
+    that are the same for 0, 2 or 3 workers: what a resumed training run needs to be bit-identical."""
+    reader = ShardDataset(shards, xflip=True, seed=3, shuffle_buffer=7, rank=rank, world_size=world_size)
+    length = reader.rank_length  # 74 or 37 images per epoch
+    whole = _stream(images, reader.stream_from(0, batch_size=4), 3 * length, num_workers=0, batch_size=4)
+    epochs = [whole[i * length : (i + 1) * length] for i in range(3)]
+    for epoch in epochs:  # each epoch: this rank's share, every image once as stored or mirrored
+        assert len(set(epoch)) == length
+    assert epochs[0] != epochs[1]
+    for position, workers in [(0, 2), (5, 3), (length - 2, 2), (length + 9, 0), (2 * length + 1, 2)]:
+        expected = whole[position : position + 24]
+        got = _stream(images, reader.stream_from(position, batch_size=4), 24, workers, batch_size=4)
+        assert got == expected, f"stream_from({position}) with {workers} workers"
+    assert reader.epoch == 0  # stream_from leaves the reader as it was
+
+
+def test_stream_from_checks_its_arguments(shards):
+    with pytest.raises(ValueError, match="position must be >= 0 and batch_size >= 1"):
+        ShardDataset(shards).stream_from(-1)
+    with pytest.raises(ValueError, match="rank 0 of 80 has no images"):  # 37 images, 80 ranks
+        ShardDataset(shards, rank=0, world_size=80).stream_from(0)
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")  # 3 workers on a 2-core machine
+def test_iterate_batches_keeps_index_order_with_workers(shards, images):
+    batches = ShardDataset(shards).iterate_batches(5, num_workers=3)
+    assert [i for batch, _ in batches for i, _ in _identify(images, batch)] == list(range(COUNT))

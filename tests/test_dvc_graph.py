@@ -10,7 +10,8 @@ import yaml
 from pipeline.dvc_graph import DvcGraphError, load_pipeline, parse_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
-DESIGN_ORDER = ["download", "align", "prepare", "train", "w_avg", "evaluate", "report"]
+# check (the params file as a whole) comes first: every stage depends on it (see dvc.yaml).
+DESIGN_ORDER = ["check", "download", "align", "prepare", "train", "w_avg", "evaluate", "report"]
 
 
 def _pipeline(text: str):
@@ -19,7 +20,7 @@ def _pipeline(text: str):
 
 def test_the_project_dag_runs_in_the_designed_order():
     names = load_pipeline(ROOT / "dvc.yaml").names
-    assert names[:3] == ["download", "align", "prepare"]
+    assert names[:4] == ["check", "download", "align", "prepare"]
     assert [name for name in names if name in DESIGN_ORDER] == [
         name for name in DESIGN_ORDER if name in names
     ]
@@ -74,8 +75,8 @@ def test_wdir_paths_are_resolved_from_the_repo_root():
 
 def test_select_keeps_a_target_and_its_upstream_in_order():
     pipeline = load_pipeline(ROOT / "dvc.yaml").select(["align"])
-    assert pipeline.names == ["download", "align"]
-    with pytest.raises(DvcGraphError, match="unknown stage.*trian; stages are: download, align"):
+    assert pipeline.names == ["check", "download", "align"]
+    with pytest.raises(DvcGraphError, match="unknown stage.*trian; stages are: check, download, align"):
         pipeline.select(["trian"])
 
 

@@ -17,7 +17,14 @@ from prefect.logging.handlers import APILogHandler
 from prefect.settings import PREFECT_API_URL
 from ruamel.yaml import YAML
 
-from pipeline.flow import DvcCommandError, StageOutcome, format_override, iter_output_lines, pipeline_flow
+from pipeline.flow import (
+    DvcCommandError,
+    StageOutcome,
+    format_override,
+    iter_output_lines,
+    pipeline_flow,
+    set_param_argument,
+)
 
 
 def flow_test(test):
@@ -185,6 +192,15 @@ def test_overrides_reach_dvc_with_their_type(tmp_path: Path, value):
     apply_overrides(str(params), [format_override("train.gamma", value)])
     written = YAML(typ="safe").load(params.read_text())["train"]["gamma"]
     assert (written, type(written)) == (value, type(value))
+
+
+def test_an_override_may_set_a_key_the_params_file_leaves_to_its_default(tmp_path: Path):
+    params = tmp_path / "params.yaml"
+    params.write_text("train:\n  gamma: 1\n")
+    overrides = [set_param_argument("train.gamma", 2), set_param_argument("train.sample_seeds", [0, 1])]
+    apply_overrides(str(params), overrides)
+    assert YAML(typ="safe").load(params.read_text()) == {"train": {"gamma": 2, "sample_seeds": [0, 1]}}
+    assert set_param_argument("other.yaml:train.gamma", 2) == "other.yaml:++train.gamma=2"
 
 
 def test_output_is_forwarded_by_line_with_progress_redraws_thinned():

@@ -80,6 +80,17 @@ class StandInInception(torch.nn.Module):
         return torch.softmax(logits, dim=1)
 
 
+class ToyMapping(torch.nn.Module):
+    """w = z, two ws; truncates toward its w_avg (zero), which makes its generator one with a W space."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("w_avg", torch.zeros(8))
+
+    def forward(self, z, c, truncation_psi=1.0):
+        return self.w_avg.lerp(z, truncation_psi)[:, None].repeat(1, 2, 1)
+
+
 class ToyG(torch.nn.Module):
     """z (8-d) -> tanh of a fixed projection, 3x32x32 images; mapping truncates toward zero."""
 
@@ -89,10 +100,7 @@ class ToyG(torch.nn.Module):
         super().__init__()
         gen = torch.Generator().manual_seed(0)
         self.register_buffer("proj", torch.randn(8, 3 * 32 * 32, generator=gen) / 8**0.5)
-        self.register_buffer("w_avg", torch.zeros(8))
-
-    def mapping(self, z, c, truncation_psi=1.0):
-        return self.w_avg.lerp(z, truncation_psi)[:, None].repeat(1, 2, 1)
+        self.mapping = ToyMapping()
 
     def synthesis(self, ws, noise_mode="random"):
         return torch.tanh(ws[:, 0] @ self.proj).reshape(-1, 3, 32, 32)
@@ -204,10 +212,12 @@ def test_pr_and_ppl_report_values_with_a_downloaded_vgg16(server, weight_files, 
         progress=False,
     )
     assert pr["available"] and pr["num_real"] == 12 and pr["num_gen"] == 12 and pr["params"] == {"k": 3}
-    assert set(pr["results"]) == {"pr50k3_full_precision", "pr50k3_full_recall"}
+    # Computed on 12 generated images, not 50k: the name says so (see test_metric_names_never_overstate).
+    assert pr["name"] == "pr12_3_full" and pr["metric"] == "pr50k3_full"
+    assert set(pr["results"]) == {"pr12_3_full_precision", "pr12_3_full_recall"}
     assert (
         all(0 <= v <= 1 for v in pr["results"].values())
-        and pr["value"] == pr["results"]["pr50k3_full_precision"]
+        and pr["value"] == pr["results"]["pr12_3_full_precision"]
     )
     assert pr["detector"]["sha256"] == sha256_of(weight_files / "vgg16.pt")
     assert json.loads(json.dumps([pr, ppl_w, ppl_z])) == [pr, ppl_w, ppl_z]  # plain JSON values only
@@ -297,7 +307,7 @@ def test_inception_metrics_with_nvidia_inception_match_a_direct_computation(serv
     assert is50k["value"] == pytest.approx(inception_score(probs, 10)[0], rel=1e-5)
     assert fid["detector"]["name"] == "inception-2015-12-05" and (fid["num_real"], fid["num_gen"]) == (24, 20)
     assert kid["available"] and kid["params"] == {"num_subsets": 100, "max_subset_size": 1000}
-    assert set(is50k["results"]) == {"is50k_mean", "is50k_std"}
+    assert set(is50k["results"]) == {"is20_mean", "is20_std"}  # is50k of 20 images
     assert is50k["num_real"] is None
 
 
@@ -334,3 +344,46 @@ def test_xflip_appends_mirrors_and_max_real_caps_the_real_set(server, tmp_path):
 def test_unknown_metric_is_an_error_naming_it():
     with pytest.raises(ValueError, match="fid50k_half"):
         compute_metric("fid50k_half", ToyG())
+
+
+def test_fid_names_state_their_generated_image_counts(server, weight_files, tmp_path):
+    """fid5k_full and fid10k_full generate the number of images their names state (num_gen=None) from one
+    shared pass: fid5k_full is the FID of the first 5,000 of fid10k_full's images."""
+    store = store_for(server[0], tmp_path)
+    store.fetch("inception-2015-12-05")
+    G, real = ToyG(), real_images(64)
+    fid10k, fid5k = compute_metrics(
+        ["fid10k_full", "fid5k_full"], G, real, batch_size=500, device="cpu", detectors=store, progress=False
+    )
+    assert (fid10k["num_gen"], fid5k["num_gen"]) == (10_000, 5_000)
+    net = torch.jit.load(str(weight_files / "inception-2015-12-05.pt"))
+    with torch.inference_mode():
+        gen = torch.cat(list(generate_images(G, 10_000, 500, seed=0, device=torch.device("cpu"))))
+        real_features = net(torch.from_numpy(real), return_features=True).numpy()
+        gen_features = net(gen, return_features=True).numpy()
+    assert fid10k["value"] == pytest.approx(fid_from_features(real_features, gen_features), rel=1e-5)
+    assert fid5k["value"] == pytest.approx(fid_from_features(real_features, gen_features[:5000]), rel=1e-5)
+    explicit = compute_metric("fid5k_full", G, real, num_gen=20, detectors=store, progress=False)
+    assert explicit["num_gen"] == 20  # an explicit count still wins, and is recorded
+
+
+def test_an_unavailable_metric_says_why_in_one_line_with_how_to_enable_it(server, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens there
+    registry = dict(DETECTORS)
+    registry["vgg16"] = dataclasses.replace(
+        DETECTORS["vgg16"], urls=(f"http://127.0.0.1:{port}/a/vgg16.pt", f"{server[0]}/b/vgg16.pt")
+    )
+    store = DetectorStore(tmp_path, registry=registry, timeout=10)
+    result = compute_metric("ppl2_wend", ToyG(), num_gen=4, device="cpu", detectors=store)
+    brief, where = result["brief"], str(tmp_path / "detectors" / "vgg16.pt")
+    assert "\n" not in brief and brief.count("http") == 1 and len(brief) < 300
+    assert "download failed (connection refused; HTTP 404)" in brief
+    assert brief.endswith(f"to enable: download http://127.0.0.1:{port}/a/vgg16.pt and place it at {where}")
+    assert f"{server[0]}/b/vgg16.pt" in result["reason"]  # the full story stays in the reason
+    offline = compute_metric(
+        "pr50k3_full", ToyG(), [real_images(4)], num_gen=4, device="cpu", progress=False,
+        detectors=DetectorStore(tmp_path / "none", allow_download=False),
+    )  # fmt: skip
+    assert offline["brief"].startswith("vgg16 weights are not on this machine; to enable: download https://")

@@ -67,6 +67,17 @@ METRICS = {
         "params": {"k": 3},
         "timing": {"metric_s": 75.0},
     },
+    "ppl2_wend": {
+        "value": None,
+        "available": False,
+        "reason": "vgg16: weights not found and download failed (mirror-1/vgg16.pt: <urlopen error [Errno "
+        "-3] Temporary failure in name resolution>; mirror-2/vgg16.pt: <urlopen error [Errno -3] Temporary "
+        "failure in name resolution>); download mirror-1/vgg16.pt and place it at ~/.cache/x/vgg16.pt",
+        "brief": "vgg16 weights are not on this machine and the download failed (no network); to enable: "
+        "download mirror-1/vgg16.pt and place it at ~/.cache/x/vgg16.pt",
+        "num_gen": 500,
+        "seed": 0,
+    },
 }
 PREVIOUS = [
     {"name": "exp-gamma2", "metrics": {"fid50k_full": 40.5, "pr50k3_full_precision": 0.75}},
@@ -115,10 +126,12 @@ def render_full_report(tmp_path: Path) -> Path:
             "img_s": 50 + kimg,
             "sec_per_kimg": 20 - kimg / 4,
             "lr": np.full_like(kimg, 0.002),
+            "fid5k_full": np.where(kimg % 10 == 0, 300 / (1 + kimg), np.nan),  # measured at snapshots only
         },
     )
     metrics = tmp_path / "eval.json"
     metrics.write_text(json.dumps(METRICS))
+    real = np.random.default_rng(0).integers(0, 256, size=(10, 16, 16, 3), dtype=np.uint8)
     w_avg = tmp_path / "w_avg.npz"
     np.savez(w_avg, w_avg=np.zeros(16, dtype=np.float32))
     render_report(
@@ -134,6 +147,8 @@ def render_full_report(tmp_path: Path) -> Path:
         skipped_summary={"unreadable image": 3, "no face found": 7},
         stage_timings=TIMINGS,
         hardware={"CPU": "Test CPU <x86>", "PyTorch": torch.__version__},
+        real_images=real,
+        network_parameters={"G": 20_852_125, "D": 23_882_369},
     )
     return tmp_path / "reports"
 
@@ -159,6 +174,10 @@ class _PageParser(html.parser.HTMLParser):
 
     def handle_data(self, data):
         self.text.append(data)
+
+
+def html_of(report: Path) -> str:
+    return (report / "index.html").read_text()
 
 
 def parse(page: Path) -> _PageParser:
@@ -192,9 +211,11 @@ def test_full_report_is_self_contained(full_report):
                 decoded.height * scale,
             )
     names = {Path(s).name for s in sources}
+    assert [Path(s).name for s in sources[:2]] == ["real.png", "generated.png"]  # the page opens with them
     assert {"samples_psi1.png", "samples_psi0.5.png", "truncation_sweep.png", "interpolation.webp"} <= names
     assert {f"style_mixing_{group}.png" for group in ("coarse", "middle", "fine")} <= names
     assert {f"curves_{panel}.png" for panel in ("losses", "r1", "augment", "speed", "sec_per_kimg")} <= names
+    assert "curves_training_metrics.png" in names  # train.metrics, e.g. FID against kimg
     assert "labels.png" in names
     assert "curves_path_length.png" not in names  # no pl_penalty column: that panel is left out
 
@@ -224,6 +245,12 @@ def test_full_report_tables(full_report):
     assert "pr50k3_full_precision" in text and "pr50k3_full_recall" in text and "0.25" in text
     assert "inception-v3-fid-helper" in text and "abababababab" in text and "vgg16" in text
     assert "k=3" in text and "1 min 15 s" in text
+    # An unavailable metric: one line with how to enable it; the full story only in the cell's tooltip.
+    assert "unavailable: vgg16 weights are not on this machine and the download failed (no network)" in text
+    assert "Temporary failure" not in text and text.count("mirror-2") == 0
+    assert 'title="vgg16: weights not found and download failed (mirror-1' in html_of(full_report)
+    assert "G parameters 20.85 M" in text and "D parameters 23.88 M" in text
+    assert text.index("Real and generated") < text.index("Uncurated samples")
     html = (full_report / "index.html").read_text()
     assert "&lt;offline&gt;" in html and "Test CPU &lt;x86&gt;" in html  # autoescaped
     # Params, data, skipped inputs, timings.
@@ -275,7 +302,13 @@ def test_broken_inputs_are_errors_naming_the_file(tmp_path):
 
 def test_metric_rows_compare_with_previous_runs():
     rows = {row.key: row for row in metric_rows(METRICS, PREVIOUS)}
-    assert list(rows) == ["fid50k_full", "kid50k_full", "pr50k3_full_precision", "pr50k3_full_recall"]
+    assert list(rows) == [
+        "fid50k_full",
+        "kid50k_full",
+        "pr50k3_full_precision",
+        "pr50k3_full_recall",
+        "ppl2_wend",
+    ]
     fid = rows["fid50k_full"]
     assert fid.values == [42.1234, 40.5, 45.0] and fid.direction == "lower" and fid.best == 1
     precision = rows["pr50k3_full_precision"]
@@ -285,6 +318,10 @@ def test_metric_rows_compare_with_previous_runs():
     assert recall.values == [0.25, None, None] and recall.best is None
     kid = rows["kid50k_full"]
     assert kid.values == [None, None, None] and kid.reason == "detector weights unavailable <offline>"
+    assert kid.detail is None  # nothing more to say than the reason
+    ppl = rows["ppl2_wend"]
+    assert ppl.reason == METRICS["ppl2_wend"]["brief"] and ppl.detail == METRICS["ppl2_wend"]["reason"]
+    assert ppl.direction == "lower"
 
 
 def test_metric_records_as_a_list_and_provenance(tmp_path):
@@ -371,3 +408,28 @@ def test_samples_of_a_conditional_network_downscaled(tmp_path, monkeypatch):
     with PIL.Image.open(by_name["interpolation.webp"].file) as image:
         assert image.size == (8, 8) and image.n_frames == 2 * 3
     assert "Class 0." in by_name["truncation_sweep.png"].caption
+
+
+def test_comparison_rows_draw_the_training_images_classes(tmp_path):
+    torch.manual_seed(2)
+    network = StyleGAN2(
+        z_dim=16,
+        c_dim=3,
+        w_dim=16,
+        img_resolution=16,
+        img_channels=3,
+        mapping_kwargs={"num_layers": 2},
+        synthesis_kwargs={"channel_base": 256, "channel_max": 16},
+    )
+    G = Sampler(network)
+    real = np.random.default_rng(1).integers(0, 256, size=(3, 16, 16, 3), dtype=np.uint8)
+    real_figure, generated = samples.render_comparison(G, real, [2, 0, 1], SMALL_PARAMS, tmp_path)
+    assert np.array_equal(np.asarray(PIL.Image.open(real_figure.file)), np.concatenate(list(real), axis=1))
+    expected = np.concatenate(list(G.generate([0, 1, 2], psi=1.0, class_idx=[2, 0, 1])), axis=1)
+    assert np.array_equal(np.asarray(PIL.Image.open(generated.file)), expected)
+    assert "Classes 2, 0, 1, as the training images above." in generated.caption
+    [alone] = samples.render_comparison(G, None, None, SMALL_PARAMS, tmp_path)  # no training images given
+    with PIL.Image.open(alone.file) as image:
+        assert image.size == (8 * 16, 16)  # the first 8 grid seeds
+    with pytest.raises(ValueError, match="real images are 8x8, the generator's 16 px"):
+        samples.render_comparison(G, real[:, :8, :8], None, SMALL_PARAMS, tmp_path)

@@ -203,6 +203,7 @@ def test_report_loads_cleanly_in_chromium(served_report, browser):
     # The page reads as a report: every section is there and the metric table has its numbers.
     headings = browser.evaluate("[...document.querySelectorAll('h2')].map(h => h.textContent.trim())")
     assert headings == [
+        "Real and generated",
         "Samples",
         "Training",
         "Metrics",
@@ -222,3 +223,30 @@ def test_report_loads_cleanly_in_chromium(served_report, browser):
     screenshot = report_dir.parent / "screenshot.png"
     screenshot.write_bytes(base64.b64decode(shot["data"]))
     assert screenshot.stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_metric_tables_stay_readable_in_a_narrow_window(served_report, browser):
+    """At phone width the short cells keep to one line (the table scrolls sideways instead) and a reason
+    for an unavailable metric wraps in lines of several words, not one word per line."""
+    base_url, _ = served_report
+    browser.call(
+        "Emulation.setDeviceMetricsOverride", width=420, height=800, deviceScaleFactor=1, mobile=False
+    )
+    browser.call("Page.enable")
+    browser.call("Page.navigate", url=base_url + "index.html")
+    browser.wait_for("Page.loadEventFired")
+    lines = browser.evaluate(
+        "[...document.querySelectorAll('#metrics td.direction, #metrics td.key, #metrics td.num')]"
+        ".filter(td => td.textContent.trim()).map(td => { const r = document.createRange(); "
+        "r.selectNodeContents(td); "
+        "const tops = new Set([...r.getClientRects()].map(b => Math.round(b.top))); "
+        "return [td.textContent.trim(), tops.size]; })"
+    )
+    assert any(text == "↓ lower is better" for text, _ in lines)
+    assert all(count == 1 for _, count in lines), [item for item in lines if item[1] != 1]
+    cell = "document.querySelector('#metrics td.unavailable')"
+    width, font_size = browser.evaluate(
+        f"[{cell}.clientWidth, parseFloat(getComputedStyle({cell}).fontSize)]"
+    )
+    assert width >= 18 * font_size  # about 40 characters a line

@@ -22,7 +22,7 @@ from mlflow import MlflowClient
 
 from pipeline import tracking
 from pipeline.params import Params, load_params, parse_params
-from pipeline.tracking import RunInfo, experiment_name, reopen_run, start_run
+from pipeline.tracking import CONTINUES_TAG, RunInfo, experiment_name, reopen_run, start_run
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCK = {
@@ -150,24 +150,31 @@ def test_a_failing_stage_with_changed_code_marks_the_run_failed_and_dirty(store:
     assert logged.data.tags["git.dirty"] == "true"
 
 
-def test_resuming_continues_the_run_and_keeps_logged_params(
+def test_resuming_continues_the_run_with_the_same_params_only(
     store: str, project: Path, caplog: pytest.LogCaptureFixture
 ):
     with start_run(Params(), tracking_uri=store) as first:
         first.log_tick({"Loss/D/loss": 1.0}, kimg=4)
-    longer = Params(train={"kimg": 50000})
-    with (
-        caplog.at_level(logging.WARNING),
-        start_run(longer, resume_run_id=first.info.run_id, tracking_uri=store) as resumed,
-    ):
+    with start_run(Params(), resume_run_id=first.info.run_id, tracking_uri=store) as resumed:
         resumed.log_tick({"Loss/D/loss": 0.5}, kimg=8)
-
     assert resumed.info == first.info
-    logged = MlflowClient(tracking_uri=store).get_run(first.info.run_id)
-    assert logged.data.params["train.kimg"] == "25000.0"
-    assert "train.kimg (25000.0 -> 50000.0)" in caplog.text
     history = MlflowClient(tracking_uri=store).get_metric_history(first.info.run_id, "Loss/D/loss")
     assert [point.step for point in history] == [4000, 8000]
+
+    # Other params (an extended run, another experiment on the same checkpoints): a new run, tagged with the
+    # one it continues; the first keeps its params.
+    longer = Params(train={"kimg": 50000})
+    with (
+        caplog.at_level(logging.INFO),
+        start_run(longer, resume_run_id=first.info.run_id, tracking_uri=store) as extended,
+    ):
+        pass
+    client = MlflowClient(tracking_uri=store)
+    assert extended.info.run_id != first.info.run_id
+    assert client.get_run(extended.info.run_id).data.tags[CONTINUES_TAG] == first.info.run_id
+    assert client.get_run(first.info.run_id).data.params["train.kimg"] == "25000.0"
+    assert client.get_run(extended.info.run_id).data.params["train.kimg"] == "50000.0"
+    assert "train.kimg (25000.0 -> 50000.0)" in caplog.text
 
     with (
         caplog.at_level(logging.WARNING),

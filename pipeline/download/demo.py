@@ -17,7 +17,6 @@ import colorsys
 import hashlib
 import io
 import logging
-import multiprocessing
 import os
 import shutil
 from collections.abc import Iterator, Sequence
@@ -40,6 +39,7 @@ from pipeline.download.manifest import (
     write_manifest,
 )
 from pipeline.files import atomic_write_bytes
+from pipeline.workers import process_map
 
 log = logging.getLogger(__name__)
 
@@ -126,9 +126,8 @@ def _map(work: partial, items: Sequence[tuple[int, str]], workers: int) -> Itera
     if workers == 1:
         yield from map(work, items)
         return
-    # spawn, not fork: the caller may hold threads (progress bars, tracking clients) a fork would copy.
-    with multiprocessing.get_context("spawn").Pool(workers) as pool:
-        yield from pool.imap(work, items, chunksize=32)
+    # Spawned workers that cannot start raise WorkerPoolError (multiprocessing.Pool would hang).
+    yield from process_map(work, items, workers, chunksize=32, what="the demo data set")
 
 
 def _write_flower(

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 from mlflow import MlflowClient
 
@@ -18,10 +19,12 @@ from pipeline.files import read_jsonl
 from pipeline.params import PARAMS_FILE, Params, ParamsError, parse_params
 from pipeline.report.hardware import describe_hardware
 from pipeline.report.render import render_report
+from pipeline.report.samples import COMPARISON_SIZE
 from pipeline.report.tables import params_diff
 from pipeline.stage import read_timings
 from pipeline.tracking import RunInfo, reopen_run
 from pipeline.training import TrainOutputs
+from stylegan.dataset import ShardDataset
 from stylegan.devices import resolve_device
 
 log = logging.getLogger(__name__)
@@ -66,19 +69,38 @@ def previous_runs(info: RunInfo, limit: int = 10) -> list[dict[str, Any]]:
     ][:limit]
 
 
+def training_images(
+    shards: Path, count: int = COMPARISON_SIZE, labels: bool = False
+) -> tuple[np.ndarray | None, list[int] | None]:
+    """The first ``count`` images of the shards, uint8 ``[N, H, W, C]``, and their classes when ``labels``."""
+    if not (shards / "index.json").is_file():
+        return None, None
+    dataset = ShardDataset(shards, shuffle=False, use_labels=labels)
+    images, c = next(iter(dataset.iterate_batches(count)))
+    return images.permute(0, 2, 3, 1).numpy(), (c.argmax(1).tolist() if labels else None)
+
+
+def network_parameters(config: Path) -> dict[str, int] | None:
+    """The parameter counts of G and D the train stage recorded beside the generator."""
+    if not config.is_file():
+        return None
+    return json.loads(config.read_text()).get("parameters")
+
+
 def build_report(params: Params, out_dir: Path = REPORT_DIR) -> Path:
     """Render the report of the current outputs and attach it to the pipeline's MLflow run."""
     train, evaluation = TrainOutputs(), EvalPaths()
     info = RunInfo.load()
     default = committed_params()
     timings = read_timings()
+    real, labels = training_images(evaluation.shards, labels=params.model.conditional)
     index = render_report(
         out_dir,
         report_params=params.report,
         generator_path=train.generator,
         w_avg_path=evaluation.w_avg,
         curves_path=train.curves,
-        metrics_path=evaluation.metrics,
+        metrics_path=evaluation.provenance,  # the records: numbers with what produced them
         previous_runs=previous_runs(info),
         params_diff=params_diff(default, params.model_dump(mode="json")) if default else (),
         dataset_stats=json.loads(STATS_FILE.read_text()) if STATS_FILE.exists() else None,
@@ -87,9 +109,12 @@ def build_report(params: Params, out_dir: Path = REPORT_DIR) -> Path:
         hardware=describe_hardware(),
         title=f"StyleGAN report: {_dataset_title(params)}",
         device=str(resolve_device(params.eval.device)),
+        real_images=real,
+        real_labels=labels,
+        network_parameters=network_parameters(train.generator_config),
     )
     with reopen_run(info) as run:
-        run.log_artifact(out_dir, "report")
+        run.log_report(out_dir, "report")
     return index
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +13,8 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 import pandas as pd  # noqa: E402
+
+from stylegan.files import atomic_path  # noqa: E402
 
 __all__ = ["CURVE_PANELS", "CurvePanel", "Figure", "plot_curves", "plot_label_histogram", "read_curves"]
 
@@ -28,9 +31,19 @@ class CurvePanel:
     ylabel: str
     series: tuple[tuple[str, ...], ...]  # each entry: accepted column names of one line
     log_y: bool = False
+    pattern: str | None = None  # also draw every column whose whole name matches this regex
 
 
 CURVE_PANELS = (
+    # `train.metrics` measured on G_ema at snapshots (fid5k_full, kid50k_full, ppl2_wend, ...).
+    CurvePanel(
+        "training_metrics",
+        "Metrics of G_ema during training (lower is better)",
+        "value",
+        (),
+        log_y=True,
+        pattern=r"(fid|kid)\d+k(_full)?|ppl\w+",
+    ),
     CurvePanel("losses", "Losses", "loss", (("loss_G", "Loss/G/loss"), ("loss_D", "Loss/D/loss"))),
     CurvePanel("r1", "R1 penalty", "penalty", (("r1_penalty", "Loss/r1_penalty"),), log_y=True),
     CurvePanel("path_length", "Path length penalty", "penalty", (("pl_penalty", "Loss/pl_penalty"),)),
@@ -85,6 +98,10 @@ def plot_curves(table: pd.DataFrame, out_dir: Path) -> tuple[list[Figure], list[
             column = next((a for a in aliases if a in table and table[a].notna().any()), None)
             if column is not None:
                 lines.append(column)
+        if panel.pattern:
+            lines += [
+                c for c in table.columns if re.fullmatch(panel.pattern, str(c)) and table[c].notna().any()
+            ]
         if not lines:
             continue
         drawn.update(lines)
@@ -102,10 +119,11 @@ def plot_curves(table: pd.DataFrame, out_dir: Path) -> tuple[list[Figure], list[
             ax.set_yscale("log")
         ax.set(title=panel.title, xlabel=x_name, ylabel=panel.ylabel)
         ax.grid(alpha=0.3)
-        if len(lines) > 1:
+        if len(lines) > 1 or panel.pattern:  # a pattern's columns are named only by the legend
             ax.legend(frameon=False)
         name = f"curves_{panel.name}.png"
-        fig.savefig(out_dir / name)
+        with atomic_path(out_dir / name) as tmp:  # a full disk or a kill leaves no half-written image
+            fig.savefig(tmp, format="png")
         plt.close(fig)
         figures.append(Figure(out_dir / name, panel.title))
     numeric = [c for c in table.columns if table[c].notna().any()]
@@ -122,6 +140,7 @@ def plot_label_histogram(counts: Sequence[int], path: Path) -> Figure:
     if len(counts) <= 30:
         ax.set_xticks(range(len(counts)))
     ax.grid(axis="y", alpha=0.3)
-    fig.savefig(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png")
     plt.close(fig)
     return Figure(path, "Images per class")

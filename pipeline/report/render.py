@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import numpy as np
 import PIL.Image
 
 from pipeline.files import file_digest
@@ -21,7 +22,7 @@ from pipeline.params import ReportParams
 from stylegan.files import atomic_write_text
 from stylegan.generate import Sampler, load_w_avg
 
-from . import plots, samples, tables
+from . import latent_edits, plots, samples, tables
 
 __all__ = ["IMAGES_DIR", "PLOTS_DIR", "render_report"]
 
@@ -57,12 +58,19 @@ def _missing(what: str, path: str | Path | None) -> str:
     return f"No {what}: no file was given." if path is None else f"No {what}: {path} does not exist."
 
 
+def _format_count(count: int) -> str:
+    return f"{count / 1e6:.2f} M" if count >= 1e6 else f"{count:,}"
+
+
 def _generator_section(
     generator_path: str | Path | None,
     w_avg_path: str | Path | None,
     params: ReportParams,
     root: Path,
     device: str,
+    real_images: np.ndarray | None = None,
+    real_labels: Sequence[int] | None = None,
+    network_parameters: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     network = _present(generator_path)
     if network is None:
@@ -71,8 +79,14 @@ def _generator_section(
     G = Sampler.load(network, device)
     if w_avg is not None and G.has_w_space:
         G = Sampler(G.network, load_w_avg(w_avg), device)
+    compared = samples.render_comparison(G, real_images, real_labels, params, root / IMAGES_DIR)
+    comparison = [_page_image(f.file, root, f.title, f.caption, f.scale) for f in compared]
     figures = samples.render_samples(G, params, root / IMAGES_DIR)
+    figures += latent_edits.render_directions(G, params, root / IMAGES_DIR)
+    figures += latent_edits.render_projections(G, real_images, params, root / IMAGES_DIR)
     images = [_page_image(f.file, root, f.title, f.caption, f.scale) for f in figures]
+    sizes = dict(network_parameters or {})
+    sizes.setdefault("G", sum(p.numel() for p in G.network.parameters()))
     w_avg_note = None
     if not G.has_w_space:
         w_avg = None
@@ -88,6 +102,9 @@ def _generator_section(
         "sha256": file_digest(network),
         "w_avg": str(w_avg_path) if w_avg else None,
         "w_avg_note": w_avg_note,
+        "comparison": comparison,
+        "real_note": None if real_images is not None and len(real_images) else "No training images given.",
+        "parameters": {f"{name} parameters": _format_count(count) for name, count in sizes.items()},
         "shape": {
             "resolution": f"{G.resolution}×{G.resolution}",
             "z_dim": G.z_dim,
@@ -126,6 +143,9 @@ def _metrics_section(metrics_path: str | Path | None, previous_runs: Sequence[Ma
         "runs": ["this run", *(str(run.get("name", f"run {i + 1}")) for i, run in enumerate(previous_runs))],
         "rows": tables.metric_rows(metrics, previous_runs),
         "provenance": tables.provenance_rows(metrics),
+        # Metrics computed on fewer images than their definition's (fid300_full is fid50k_full on 300): why
+        # their numbers are not comparable with published ones.
+        "notes": [record["note"] for record in metrics.values() if record.get("note")],
     }
 
 
@@ -160,6 +180,9 @@ def render_report(
     hardware: Mapping[str, str] | None = None,
     title: str = "StyleGAN report",
     device: str = "cpu",
+    real_images: np.ndarray | None = None,
+    real_labels: Sequence[int] | None = None,
+    network_parameters: Mapping[str, int] | None = None,
 ) -> Path:
     """Write ``out_dir/index.html`` with its images in ``out_dir/images`` and ``out_dir/plots``.
 
@@ -172,6 +195,9 @@ def render_report(
     params_diff: ``(dotted key, default, value)`` of every param that differs from the default.
     dataset_stats: the shards' ``stats.json``; skipped_summary: skipped inputs per reason.
     stage_timings: seconds per stage, in DAG order; hardware: label -> text (see ``describe_hardware``).
+    real_images: training images, uint8 ``[N, H, W, C]``, shown in a row above a row of generated ones (with
+        ``real_labels``, their classes, a conditional generator draws the same classes).
+    network_parameters: ``{"G": count, "D": count}`` from training (G's is counted here when absent).
 
     Returns the path of ``index.html``. Figures of an earlier report in the same folder are replaced.
     """
@@ -183,7 +209,16 @@ def render_report(
     context = {
         "title": title,
         "params": report_params,
-        "generator": _generator_section(generator_path, w_avg_path, report_params, root, device),
+        "generator": _generator_section(
+            generator_path,
+            w_avg_path,
+            report_params,
+            root,
+            device,
+            real_images,
+            real_labels,
+            network_parameters,
+        ),
         "curves": _curves_section(curves_path, root),
         "metrics": _metrics_section(metrics_path, previous_runs),
         "params_diff": [(k, tables.format_param(d), tables.format_param(v)) for k, d, v in params_diff],

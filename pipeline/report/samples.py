@@ -11,19 +11,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import PIL.Image
 
 from pipeline.params import ReportParams
 from stylegan.files import atomic_path
 from stylegan.generate import Sampler, image_grid, style_layers, to_pil
 
-__all__ = ["MAX_CELL", "SampleFigure", "render_samples"]
+__all__ = ["COMPARISON_SIZE", "MAX_CELL", "SampleFigure", "render_comparison", "render_samples"]
 
 STYLE_GROUPS = ("coarse", "middle", "fine")
 SWEEP_ROWS = 6  # the first seeds of grid_seeds form the rows of the truncation sweep
 MAX_CELL = 256
 INTERPOLATION_FILE = "interpolation.webp"
 INPUT_TRANSFORM_FILE = "input_transform.webp"
+COMPARISON_SIZE = 8  # images per row of the real / generated comparison
 
 
 @dataclass(frozen=True)
@@ -61,8 +63,51 @@ class _Figures:
                 (image.width // self.shrink, image.height // self.shrink), PIL.Image.Resampling.LANCZOS
             )
         file = self.out_dir / name
-        image.save(file)
+        with atomic_path(file) as tmp:  # a full disk or a kill leaves no half-written image
+            image.save(tmp, format=PIL.Image.registered_extensions()[file.suffix.lower()])
         self.figures.append(SampleFigure(file, title, caption + self.size_note, self.scale(128)))
+
+
+def render_comparison(
+    G: Sampler,
+    real: np.ndarray | None,
+    real_labels: Sequence[int] | None,
+    params: ReportParams,
+    out_dir: Path,
+) -> list[SampleFigure]:
+    """One row of training images (uint8 ``[N, H, W, C]``, when given) and one row of generated images,
+    untruncated, from the first seeds of ``grid_seeds``; a conditional network draws the real row's classes.
+    The rows show as many images as the shorter of the two has."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    figures = _Figures(out_dir, G.resolution)
+    seeds = list(params.grid_seeds[:COMPARISON_SIZE])
+    if real is not None and len(real):
+        real = np.asarray(real)[: len(seeds)]
+        seeds = seeds[: len(real)]
+        if real.shape[1:3] != (G.resolution, G.resolution):
+            raise ValueError(
+                f"real images are {real.shape[2]}x{real.shape[1]}, the generator's {G.resolution} px"
+            )
+        figures.add(
+            image_grid(real, len(real)),
+            "real.png",
+            "Training images",
+            f"The first {len(real)} images of the data set.",
+        )
+    classes = None
+    if G.c_dim:
+        labels = list(real_labels or [])[: len(seeds)]
+        classes = labels if len(labels) == len(seeds) else [i % G.c_dim for i in range(len(seeds))]
+    class_note = (
+        f" Classes {_seeds_text(classes)}, as the training images above." if classes and real_labels else ""
+    )
+    figures.add(
+        image_grid(G.generate(seeds, psi=1.0, class_idx=classes), len(seeds)),
+        "generated.png",
+        "Generated images",
+        f"Seeds {_seeds_text(seeds)}, ψ = 1 (no truncation).{class_note}",
+    )
+    return figures.figures
 
 
 def render_samples(G: Sampler, params: ReportParams, out_dir: Path) -> list[SampleFigure]:

@@ -77,9 +77,10 @@ class MetricRow:
     metric: str
     key: str  # the official result key, e.g. pr50k3_full_recall; equals metric for one-number metrics
     values: list[float | None]  # this run first, then each previous run
-    reason: str | None = None  # why this run has no value
+    reason: str | None = None  # why this run has no value, in one line, with how to enable the metric
     best: int | None = None  # index into values of the best one, when at least two are known
     direction: str | None = None  # "lower" or "higher" is better
+    detail: str | None = None  # the full reason (every URL tried, every error), when longer than ``reason``
 
 
 def _direction(key: str) -> str | None:
@@ -118,6 +119,19 @@ def _lookup(metrics: Mapping[str, Any], name: str, key: str) -> float | None:
     return _number(metrics.get(key))
 
 
+_BRIEF_MAX = 240
+
+
+def _brief(record: Mapping[str, Any]) -> tuple[str, str | None]:
+    """Why a metric is unavailable in one line (the record's ``brief``, else the first line of its reason,
+    shortened), and the full reason when that says more."""
+    reason = str(record.get("reason") or "not computed")
+    brief = " ".join(str(record.get("brief") or reason.splitlines()[0]).split())
+    if len(brief) > _BRIEF_MAX:
+        brief = brief[: _BRIEF_MAX - 1].rstrip() + "…"
+    return brief, (reason if reason != brief else None)
+
+
 def metric_rows(
     metrics: Mapping[str, Mapping[str, Any]], previous: Sequence[Mapping[str, Any]] = ()
 ) -> list[MetricRow]:
@@ -128,7 +142,9 @@ def metric_rows(
         for key, value in _quantities(name, record).items():
             values = [value if available else None]
             values += [_lookup(run.get("metrics") or {}, name, key) for run in previous]
-            row = MetricRow(name, key, values, None if available else record.get("reason") or "not computed")
+            row = MetricRow(name, key, values)
+            if not available:
+                row.reason, row.detail = _brief(record)
             row.direction = _direction(key)
             known = [(v, i) for i, v in enumerate(values) if v is not None]
             if row.direction and len(known) > 1:
@@ -156,6 +172,7 @@ _PROVENANCE_SHOWN = {
     "value",
     "available",
     "reason",
+    "brief",
     "results",
     "extractor",
     "extractor_sha256",
@@ -165,6 +182,7 @@ _PROVENANCE_SHOWN = {
     "seed",
     "timing",
     "params",
+    "note",  # said in words under the metrics table
 }
 
 

@@ -155,7 +155,7 @@ def require_w_space(G: nn.Module, what: str) -> None:
 
 
 def has_w_space(G: nn.Module) -> bool:
-    return hasattr(G, "mapping") and hasattr(G, "synthesis") and hasattr(G.mapping, "w_avg")
+    return hasattr(G, "mapping") and hasattr(G, "synthesis")
 
 
 # --- the registry -----------------------------------------------------------------------------------

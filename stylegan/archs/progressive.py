@@ -60,7 +60,7 @@ GROWTH_OPTIONS: dict[str, OptionSpec] = {
 #: TrainingConfig fields of StyleGAN2's loss and networks that progressive training has no use for.
 PROGRESSIVE_UNUSED = frozenset(
     {"num_fp16_res", "conv_clamp", "d_architecture", "r1_interval", "pl_weight", "pl_interval",
-     "pl_batch_shrink", "pl_decay"}
+     "pl_batch_shrink", "pl_decay", "freeze_d", "d_channel_base", "d_channel_max"}
 )  # fmt: skip
 
 

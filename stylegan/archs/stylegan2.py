@@ -115,10 +115,11 @@ def build_discriminator(config: TrainingConfig, *, img_channels: int, c_dim: int
         img_resolution=config.resolution,
         img_channels=img_channels,
         architecture=config.d_architecture,
-        channel_base=config.channel_base,
-        channel_max=config.channel_max,
+        channel_base=config.d_channel_base or config.channel_base,
+        channel_max=config.d_channel_max or config.channel_max,
         num_fp16_res=config.num_fp16_res,
         conv_clamp=config.conv_clamp,
+        block_kwargs={"freeze_layers": config.freeze_d},
         epilogue_kwargs={
             "mbstd_group_size": config.mbstd_group_size,
             "mbstd_num_channels": config.mbstd_num_channels,

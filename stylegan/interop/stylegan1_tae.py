@@ -2,7 +2,8 @@
 
 t-ae's networks are built from the ``network`` section of its ``settings.json`` and a label count;
 its ``train_gan.py`` saves each network's plain ``state_dict()`` with ``torch.save``
-(``weights/<step>_lv<level>/gen.pth``, ``gs.pth`` and ``disc.pth``). Its layers map onto ours one to
+(``weights/<step>_lv<level>/gen.pth``, ``gs.pth`` and ``disc.pth``; ``gs.pth`` repeats ``gen.pth``:
+it saves the generator, not its running average). Its layers map onto ours one to
 one (``blocks.0`` of the generator is our ``synthesis.b4``; ``from_rgbs.0`` / ``blocks.0`` of the
 discriminator are our ``b<img_resolution>``); 1x1 convolutions on ``[N, C, 1, 1]`` latents become
 dense layers. What is derived from the configuration is checked, not copied: the equalized-lr
@@ -27,7 +28,6 @@ import torch
 from torch import nn
 
 from stylegan.networks_stylegan1 import (
-    EqualizedConv2d,
     EqualizedLinear,
     StyleGAN1Discriminator,
     StyleGAN1Generator,
@@ -81,9 +81,8 @@ class _KeyMap:
     def layer(self, tae: str, ours: str) -> None:
         """An equalized-lr layer: t-ae's WSConv2d (weight, bias and its runtime ``scale``)."""
         layer = self.module.get_submodule(ours)
-        assert isinstance(layer, (EqualizedConv2d, EqualizedLinear))
         weight_shape = self.our_shapes[f"{ours}.weight"]
-        if isinstance(layer, EqualizedLinear):
+        if isinstance(layer, EqualizedLinear):  # t-ae: a 1x1 convolution
             weight_shape = (*weight_shape, 1, 1)
         self.param(f"{tae}.weight", f"{ours}.weight", weight_shape)
         self.param(f"{tae}.bias", f"{ours}.bias")
@@ -194,8 +193,8 @@ def _load(keys: _KeyMap, state: Mapping[str, torch.Tensor], source: str) -> None
 
     ours = {}
     for k, entry in keys.entries.items():
-        value = state[k].to(torch.float64)
-        if entry.expected is not None and not torch.allclose(value, entry.expected.to(torch.float64)):
+        expected = entry.expected
+        if expected is not None and not torch.allclose(state[k].double(), expected.double()):
             raise ValueError(f"{source}: {k} differs from the value its configuration implies")
         if entry.ours is not None:
             ours[entry.ours] = state[k].to(torch.float32).reshape(keys.our_shapes[entry.ours])
@@ -214,7 +213,11 @@ def load_stylegan1_tae(
     ``torch.save(net.state_dict(), path)`` as t-ae's training does. ``settings`` is the ``network``
     section of t-ae's ``settings.json``; ``label_size`` is its number of labels. With ``use_labels``
     the networks take one-hot labels ``c`` ``[N, label_size]`` (t-ae takes label indices), otherwise
-    ``c_dim`` is 0. Raises ValueError on settings or state dicts that do not fit each other.
+    ``c_dim`` is 0. ``style_mixing_prob`` is a matter of training; ``base_image_init`` becomes
+    ``const_init``. Raises ValueError on settings or state dicts that do not fit each other.
+
+    t-ae's generator truncates in eval mode (psi 0.8 from the 9th w on; current PyTorch refuses its
+    in-place write). Ours truncates only when asked, and ``truncation_cutoff`` counts from the first w.
     """
     _check_settings(settings)
     g_tensors, g_source = _read_state(g_state, "generator")

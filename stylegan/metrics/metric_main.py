@@ -5,6 +5,10 @@ to every detector needed (their features cached on disk under the caller's conte
 pass of generated images is fed to every detector. A metric whose detector weights cannot be had
 comes back with ``available: False`` and the reason (URL and where to drop the file); the others
 still run.
+
+Names never overstate: a metric whose name states its number of generated images (``fid50k_full``:
+50,000) and that is computed on another number reports under a name that states that one
+(:func:`result_name`: ``fid300_full``), with a ``note`` saying so in words.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ class FeatureMetric:
     kind: Literal["fid", "kid", "pr", "is"]
     features: Features
     max_real: int | None = None  # the official cap on real images; None reads the whole dataset
+    num_gen: int = DEFAULT_NUM_GEN  # generated images, as the name says (fid5k_full: 5,000)
 
     @property
     def needs_real(self) -> bool:
@@ -70,6 +75,7 @@ class PPLMetric:
     sampling: Literal["full", "end"]
     crop: bool
     epsilon: float = 1e-4
+    num_gen: int = DEFAULT_NUM_GEN  # sampled latent pairs
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,7 @@ class EquivarianceMetric:
 
     name: str
     kind: Literal["eqt_int", "eqt_frac", "eqr"]
+    num_gen: int = DEFAULT_NUM_GEN  # sampled latents
 
     @property
     def params(self) -> dict[str, Any]:
@@ -89,6 +96,10 @@ METRICS: dict[str, FeatureMetric | PPLMetric | EquivarianceMetric] = {
     m.name: m
     for m in (
         FeatureMetric("fid50k_full", "fid", "inception"),
+        # Cheaper FIDs to follow training with (StyleGAN-XL and Projected GAN use fid10k_full): the same
+        # definition over 10,000 or 5,000 generated images, against the whole dataset.
+        FeatureMetric("fid10k_full", "fid", "inception", num_gen=10_000),
+        FeatureMetric("fid5k_full", "fid", "inception", num_gen=5_000),
         FeatureMetric("kid50k_full", "kid", "inception", max_real=1_000_000),
         FeatureMetric("pr50k3_full", "pr", "vgg16", max_real=200_000),
         FeatureMetric("pr_inception", "pr", "inception", max_real=200_000),
@@ -107,6 +118,44 @@ METRICS: dict[str, FeatureMetric | PPLMetric | EquivarianceMetric] = {
 
 def list_metrics() -> list[str]:
     return list(METRICS)
+
+
+def _count_token(count: int) -> str:
+    return f"{count // 1000}k" if count % 1000 == 0 else str(count)
+
+
+def result_name(name: str, num_gen: int) -> str:
+    """The name metric `name` reports under when computed on `num_gen` generated images (PPL: paths): its
+    own when the name states that number or none, else the name with the number it was computed on in
+    place of the stated one: ``fid50k_full`` on 300 images is ``fid300_full``, ``kid50k_full``
+    ``kid300_full``, ``is50k`` ``is300``, ``pr50k3_full`` ``pr300_3_full`` (its 3 is the neighbourhood
+    size), ``fid5k_full`` on 20,000 ``fid20k_full``. So nobody compares a 300-image FID with published
+    50k values."""
+    metric = METRICS[name]
+    stated = _count_token(metric.num_gen)
+    if num_gen == metric.num_gen or stated not in name:
+        return name
+    head, tail = name.split(stated, 1)
+    token = _count_token(num_gen)
+    if tail[:1].isdigit() and not token.endswith("k"):
+        token += "_"
+    return head + token + tail
+
+
+def count_note(name: str, num_gen: int) -> str | None:
+    """A sentence saying that metric `name` was computed on another number of images (PPL: paths) than its
+    definition's, or None."""
+    metric = METRICS[name]
+    if num_gen == metric.num_gen:
+        return None
+    what = "sampled latent paths" if isinstance(metric, PPLMetric) else "generated images"
+    reported = result_name(name, num_gen)
+    called = f"{reported} is {name}" if reported != name else name
+    why = "FID from fewer images is biased upwards" if name.startswith("fid") else "it is a noisier estimate"
+    return (
+        f"{called} computed on {num_gen:,} {what} instead of the {metric.num_gen:,} of its definition: "
+        f"not comparable with published {name} values ({why})."
+    )
 
 
 def _min_cap(*caps: int | None) -> int | None:
@@ -135,7 +184,10 @@ def _load_head(
         try:
             net = store.load_inception(FULL_INCEPTION, device)
         except DetectorUnavailable as err:
-            raise DetectorUnavailable(f"{name} has no classifier; the Inception Score needs {err}") from err
+            raise DetectorUnavailable(
+                f"{name} has no classifier; the Inception Score needs {err}",
+                f"{name} has no classifier; the Inception Score needs {err.brief}",
+            ) from err
     return net.probabilities, net.file
 
 
@@ -225,12 +277,13 @@ def _available(values: dict[str, float], file: DetectorFile, **provenance: Any) 
     }
 
 
-def _unavailable(reason: str, **provenance: Any) -> dict[str, Any]:
+def _unavailable(reason: str, brief: str | None = None, **provenance: Any) -> dict[str, Any]:
     return {
         "available": False,
         "value": None,
         "results": {},
         "reason": reason,
+        "brief": brief or reason,  # one line: the cause and how to enable the metric
         "detector": None,
         **provenance,
     }
@@ -258,42 +311,45 @@ def compute_metrics(
 ) -> list[dict[str, Any]]:
     """Compute the named metrics of generator ``G``; one result dict per name, in order.
 
-    ``num_gen``: generated images (PPL: samples) per metric, 50k by default as in the official
-    metrics. ``real_images`` is a uint8 NCHW array or yields such batches; ``max_real`` caps how
-    many are read (each metric also applies its official cap); ``xflip`` follows every batch with
-    its mirror image (so a cap below twice the dataset size keeps mirrors of the first batches).
+    ``num_gen``: generated images (PPL: samples) for every metric; None gives each metric the count
+    its name states (50k for the official metrics, 5k for ``fid5k_full``). ``real_images`` is a uint8
+    NCHW array or yields such batches; ``max_real`` caps how many are read (each metric also applies
+    its official cap); ``xflip`` follows every batch with its mirror image (so a cap below twice the
+    dataset size keeps mirrors of the first batches).
     ``ppl_crop`` overrides the official face crop of the PPL metrics (None keeps it).
     ``truncation_psi`` truncates toward ``w_avg`` (default: the generator's own average).
     ``inception`` names the Inception detector; ``auto`` prefers NVIDIA's full file when it is on
     disk. ``detectors`` finds the weights (default: the user cache, downloads allowed). Real
     features are cached in ``feature_cache_dir`` under ``dataset_key`` when both are given.
 
-    Each result holds ``name``, ``available``, ``value`` (the headline number: FID, KID,
-    precision, IS mean or PPL), ``results`` (every number under its official key), ``reason``
-    (why it is unavailable), and what produced it: ``detector`` (name, sha256, path),
-    ``num_real``, ``num_gen``, ``seed``, ``batch_size``, ``truncation_psi``, ``device``,
-    ``params`` and ``timing`` in seconds (feature passes are shared by the metrics of one call,
-    so their time appears in each metric that used them).
+    Each result holds ``name`` (:func:`result_name`: the metric's name with the number of images it
+    was computed on), ``metric`` (the name asked for), ``available``, ``value`` (the headline number: FID,
+    KID, precision, IS mean or PPL), ``results`` (every number under its key, named as ``name``), ``note``
+    (when computed on another number of images than the definition's: that, in words), ``reason``
+    (why it is unavailable; then ``brief`` says it in one line, with how to enable the metric), and
+    what produced it: ``detector`` (name, sha256, path), ``num_real``, ``num_gen``, ``seed``,
+    ``batch_size``, ``truncation_psi``, ``device``, ``params`` and ``timing`` in seconds (feature
+    passes are shared by the metrics of one call, so their time appears in each metric that used
+    them).
     """
     unknown = [name for name in names if name not in METRICS]
     if unknown:
         raise ValueError(f"unknown metrics {unknown}; known: {list_metrics()}")
-    num_gen = DEFAULT_NUM_GEN if num_gen is None else num_gen
-    if num_gen < 1 or batch_size < 1:
+    if (num_gen is not None and num_gen < 1) or batch_size < 1:
         raise ValueError(f"num_gen and batch_size must be positive, got {num_gen} and {batch_size}")
     device = resolve_device(device)
-    run = _Run(num_gen, batch_size, seed, device, truncation_psi, w_avg, label_sampler, progress)
     store = detectors or DetectorStore()
     metrics = [METRICS[name] for name in names]
+    counts = {metric.name: metric.num_gen if num_gen is None else num_gen for metric in metrics}
     feature_metrics = [m for m in metrics if isinstance(m, FeatureMetric)]
 
     heads: dict[Features, tuple[Head, DetectorFile]] = {}
-    reasons: dict[Features, str] = {}
+    reasons: dict[Features, DetectorUnavailable] = {}
     for features in sorted({m.features for m in feature_metrics}):
         try:
             heads[features] = _load_head(features, store, device, inception)
         except DetectorUnavailable as err:
-            reasons[features] = str(err)
+            reasons[features] = err
     runnable = [m for m in feature_metrics if m.features in heads]
 
     real: dict[Features, np.ndarray] = {}
@@ -314,17 +370,17 @@ def compute_metrics(
         timing["real_features_s"] = time.perf_counter() - start
 
     gen: dict[Features, np.ndarray] = {}
-    if runnable:
+    if runnable:  # one pass for every metric; a metric of fewer images takes the first ones
         start = time.perf_counter()
-        images = generate_images(G, num_gen, batch_size, seed, device, truncation_psi, w_avg, label_sampler)
+        total = max(counts[m.name] for m in runnable)
+        images = generate_images(G, total, batch_size, seed, device, truncation_psi, w_avg, label_sampler)
         gen_heads = {m.features: heads[m.features][0] for m in runnable}
         gen = extract_features(
-            images, gen_heads, device, total=num_gen, desc="generated features", progress=progress
+            images, gen_heads, device, total=total, desc="generated features", progress=progress
         )
         timing["gen_features_s"] = time.perf_counter() - start
 
     common = {
-        "num_gen": num_gen,
         "seed": seed,
         "batch_size": batch_size,
         "truncation_psi": truncation_psi,
@@ -334,17 +390,23 @@ def compute_metrics(
     for metric in metrics:
         start = time.perf_counter()
         if isinstance(metric, EquivarianceMetric):
-            record = _equivariance(metric, G, num_gen, batch_size, seed, device, label_sampler, progress)
+            count = counts[metric.name]
+            record = _equivariance(metric, G, count, batch_size, seed, device, label_sampler, progress)
         elif isinstance(metric, PPLMetric):
+            run = _Run(
+                counts[metric.name], batch_size, seed, device, truncation_psi, w_avg, label_sampler, progress
+            )
             record = _ppl(metric, G, store, run, ppl_crop)
             record["timing"] = {}
         elif metric.features in reasons:
-            record = _unavailable(reasons[metric.features], num_real=None, params=metric.params, timing={})
+            err = reasons[metric.features]
+            record = _unavailable(str(err), err.brief, num_real=None, params=metric.params, timing={})
         else:
             real_set = (
                 real[metric.features][: _min_cap(metric.max_real, max_real)] if metric.needs_real else None
             )
-            values = _feature_metric_values(metric, real_set, gen[metric.features], seed, device)
+            gen_set = gen[metric.features][: counts[metric.name]]
+            values = _feature_metric_values(metric, real_set, gen_set, seed, device)
             num_real = None if real_set is None else int(real_set.shape[0])
             record = _available(
                 values,
@@ -356,7 +418,14 @@ def compute_metrics(
                 timing=dict(timing),
             )
         record["timing"]["metric_s"] = time.perf_counter() - start
-        results.append({"name": metric.name, **record, **common})
+        count = counts[metric.name]
+        reported = result_name(metric.name, count)  # the name states the count it was computed on
+        record["results"] = {reported + k.removeprefix(metric.name): v for k, v in record["results"].items()}
+        note = count_note(metric.name, count)
+        extra = {"note": note} if note else {}
+        results.append(
+            {"name": reported, "metric": metric.name, **record, "num_gen": count, **common, **extra}
+        )
     return results
 
 
@@ -394,7 +463,7 @@ def _ppl(metric: PPLMetric, G: Any, store: DetectorStore, run: _Run, ppl_crop: b
     try:
         vgg = store.load_vgg16("vgg16", run.device)
     except DetectorUnavailable as err:
-        return _unavailable(str(err), num_real=None, params=params)
+        return _unavailable(str(err), err.brief, num_real=None, params=params)
     distances = ppl_distances(
         G,
         vgg.lpips_features,

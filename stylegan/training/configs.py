@@ -56,6 +56,9 @@ class TrainingConfig:
     d_architecture: str = "resnet"
     mbstd_group_size: int = 4
     mbstd_num_channels: int = 1
+    d_channel_base: int | None = None  # D's own widths when they differ from G's (None: G's)
+    d_channel_max: int | None = None
+    freeze_d: int = 0  # Freeze-D: the first layers of D (from the image) stay fixed, as SG2-ADA's --freezed
     # Optimisation (Adam) and losses.
     lr_g: float = 0.002
     lr_d: float = 0.002
@@ -133,7 +136,7 @@ _AT_LEAST_ONE = (
     "mbstd_num_channels", "pl_batch_shrink", "ada_interval", "keep_checkpoints",
 )  # fmt: skip
 _POSITIVE = ("kimg", "lr_g", "lr_d", "eps", "tick_kimg", "snapshot_kimg", "ada_kimg")
-_NON_NEGATIVE = ("num_fp16_res", "gamma", "pl_weight", "ema_kimg", "aug_p")
+_NON_NEGATIVE = ("num_fp16_res", "gamma", "pl_weight", "ema_kimg", "aug_p", "freeze_d")
 _NON_NEGATIVE_OR_NONE = ("r1_interval", "pl_interval", "ema_rampup")
 
 

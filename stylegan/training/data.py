@@ -6,9 +6,13 @@ and rank ``r`` of ``R`` reads its ``r``-th contiguous slice, so the images of a 
 the number of processes, and resuming needs only the number of images already trained on.
 
 An iterable dataset (such as :class:`stylegan.dataset.ShardDataset`) shuffles and splits itself
-across ranks. If it has ``set_epoch`` and ``__len__`` (images per epoch over all ranks), a resumed run
-starts at the first epoch it had not begun, so the stream continues rather than restarting; the rest
-of the interrupted epoch is skipped, which makes the resumed run statistically, not bitwise, equal.
+across ranks. If it has ``stream_from(position, batch_size=...)`` (an endless copy of this rank's stream
+from sample ``position``, in batches that do not depend on the number of loader workers), each rank
+reads its stream from the ``start_nimg / world_size``-th image, so a resumed run sees exactly the images
+an uninterrupted one would: bit-identical on the CPU. Failing that, with ``set_epoch`` and ``__len__``
+(images per epoch over all ranks) a resumed run starts at the first epoch it had not begun, so the stream
+continues rather than restarting; the rest of the interrupted epoch is skipped, which makes the resumed
+run statistically, not bitwise, equal.
 """
 
 from __future__ import annotations
@@ -123,6 +127,9 @@ def real_batches(
     loader_kwargs = dict(
         num_workers=num_workers, pin_memory=pin_memory, generator=torch.Generator().manual_seed(seed + rank)
     )
+    if isinstance(dataset, IterableDataset) and hasattr(dataset, "stream_from"):
+        stream = dataset.stream_from(start_nimg // world_size, batch_size=batch_size // world_size)
+        return iter(DataLoader(stream, batch_size=batch_size // world_size, **loader_kwargs))
     if isinstance(dataset, IterableDataset):
         return _stream_batches(dataset, batch_size // world_size, start_nimg, loader_kwargs)
     sampler = GlobalOrderBatches(len(dataset), batch_size, rank, world_size, seed, start_nimg)

@@ -22,6 +22,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,6 +94,8 @@ class TickReport:
     metrics: dict[str, float]
     samples: PIL.Image.Image | None = None  # G_ema at the fixed sample seeds, on tick 0 and at checkpoints
     checkpoint: Path | None = None  # written at the end of this tick
+    G_ema: nn.Module | None = None  # the live network (not a copy): read it, do not train it
+    resumed: bool = False  # the checkpoint's tick, reported again on resuming (train's report_resumed_tick)
 
 
 @dataclass
@@ -152,6 +155,8 @@ def train(
     G_ema: nn.Module | None = None,
     num_workers: int = 0,
     distributed: DistributedContext | None = None,
+    start_nimg: int = 0,
+    report_resumed_tick: bool = False,
 ) -> TrainingSummary:
     """Train until ``config.kimg`` thousand images; resume from ``run_dir``'s latest checkpoint if any.
 
@@ -163,15 +168,25 @@ def train(
     on ``device``). Raises :class:`TrainingDiverged` within one tick of a NaN/Inf.
 
     With ``resume=False`` the run starts afresh, and ``run_dir`` must not hold checkpoints yet.
+    ``start_nimg`` is where a run without checkpoints starts counting images (``resume_kimg`` of a
+    fine-tuning run: schedules such as the EMA ramp-up and StyleGAN3's blur see it as already trained).
+
+    A resumed run's summary starts with the metrics of the checkpoint's tick (a finished run resumed has
+    them as its final metrics). With ``report_resumed_tick`` the callback first receives that tick again
+    (``resumed=True``, with the checkpoint and the restored G_ema), so that records the callback keeps
+    catch up with a process that was killed between writing the checkpoint and reporting it. Callbacks
+    and sample grids never disturb the training's random generators.
     """
     ctx = distributed or DistributedContext(device=resolve_device(device))
     trainer = _Trainer(config, dataset, Path(run_dir), ctx, G, D, G_ema, num_workers)
+    trainer.counters = Counters(cur_nimg=start_nimg, tick_start_nimg=start_nimg)
+    trainer.state = trainer.schedule.at(start_nimg)
     if not resume and trainer.checkpoints.paths():
         raise ValueError(
             f"{trainer.checkpoints.directory} already holds checkpoints; resume or use a new run_dir"
         )
     resumed_from = trainer.restore() if resume else None
-    return trainer.run(progress_callback, resumed_from)
+    return trainer.run(progress_callback, resumed_from, report_resumed_tick)
 
 
 class _Trainer:
@@ -231,6 +246,7 @@ class _Trainer:
         # sample's z does not depend on which rank trains on it.
         self.latent_generator = torch.Generator().manual_seed(config.seed)
         self.counters = Counters()
+        self.resumed_metrics: dict[str, float] | None = None
         self.checkpoints = CheckpointManager(run_dir / CHECKPOINT_DIR, keep=config.keep_checkpoints)
         self.stats = TickStats()
         _seed_all(config.seed * ctx.world_size + ctx.rank)  # per-rank noise, mixing and augmentation
@@ -273,6 +289,7 @@ class _Trainer:
             self.augment_pipe.p.copy_(state["augment"]["p"])
         self.loss.load_state_dict(state["loss"] if "loss" in state else {"pl_mean": state["pl_mean"]})
         self.counters = Counters(**state["counters"])
+        self.resumed_metrics = state.get("tick_metrics")  # absent from checkpoints of older versions
         self.state = self.schedule.at(self.counters.cur_nimg)
         self.latent_generator.set_state(state["rng"]["latents"])
         per_rank = state["rng"]["ranks"]
@@ -287,7 +304,7 @@ class _Trainer:
         log.info("resumed from %s at kimg %.1f", path, self.counters.cur_nimg / 1000)
         return path
 
-    def _checkpoint_state(self, elapsed_sec: float) -> dict[str, Any]:
+    def _checkpoint_state(self, elapsed_sec: float, tick_metrics: dict[str, float]) -> dict[str, Any]:
         rng = self.ctx.all_gather_object(capture_rng_state(self.device))
         augment = None
         if self.ada is not None:
@@ -311,15 +328,26 @@ class _Trainer:
                 "elapsed_sec": elapsed_sec,
             },
             "rng": {"latents": self.latent_generator.get_state(), "ranks": rng},
+            "tick_metrics": dict(tick_metrics),  # what the tick reported: a resumed run's records need them
         }
 
     # -- training --------------------------------------------------------------------------------------
 
-    def run(self, progress_callback: ProgressCallback | None, resumed_from: Path | None) -> TrainingSummary:
+    def run(
+        self, progress_callback: ProgressCallback | None, resumed_from: Path | None, report_resumed: bool
+    ) -> TrainingSummary:
         config, counters = self.config, self.counters
         summary = TrainingSummary(
             self.run_dir, counters.cur_nimg, counters.cur_tick, resumed_from, resumed_from
         )
+        if resumed_from is not None and self.resumed_metrics is not None:
+            summary.metrics = dict(self.resumed_metrics)
+            if report_resumed and progress_callback is not None and self.ctx.is_main:
+                kimg = counters.cur_nimg / 1000
+                report = TickReport(counters.cur_tick - 1, kimg, dict(self.resumed_metrics), None,
+                                    resumed_from, self.G_ema, resumed=True)  # fmt: skip
+                with _random_state_kept(self.device):
+                    progress_callback(report)
         if counters.cur_nimg >= config.total_nimg:
             log.info("nothing to do: %s already trained on %.1f kimg", self.run_dir, counters.cur_nimg / 1000)
             return self._finish(summary)
@@ -340,7 +368,8 @@ class _Trainer:
             summary.metrics = report.metrics
             summary.last_checkpoint = report.checkpoint or summary.last_checkpoint
             if progress_callback is not None and self.ctx.is_main:
-                progress_callback(report)
+                with _random_state_kept(self.device):
+                    progress_callback(report)
             counters.cur_tick += 1
             counters.tick_start_nimg = counters.cur_nimg
             tick_start_time = time.time()
@@ -472,15 +501,16 @@ class _Trainer:
         snapshot_nimg = round(config.snapshot_kimg * 1000)
         checkpoint = None
         if done or counters.cur_nimg // snapshot_nimg > counters.tick_start_nimg // snapshot_nimg:
-            state = self._checkpoint_state(elapsed_sec)
+            state = self._checkpoint_state(elapsed_sec, metrics)
             if self.ctx.is_main:
                 checkpoint = self.checkpoints.save(state, counters.cur_nimg)
         samples = None
         if self.ctx.is_main and (counters.cur_tick == 0 or checkpoint is not None):
-            samples = self._sample_grid()
+            with _random_state_kept(self.device):
+                samples = self._sample_grid()
         if self.ctx.is_main:
             log.info(_format_tick(metrics))
-        return TickReport(counters.cur_tick, kimg, metrics, samples, checkpoint)
+        return TickReport(counters.cur_tick, kimg, metrics, samples, checkpoint, self.G_ema)
 
     def _check_finite(self, means: dict[tuple[str, str], float], kimg: float) -> None:
         since = self.counters.tick_start_nimg / 1000
@@ -512,6 +542,17 @@ class _Trainer:
 
 
 # --- helpers -------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _random_state_kept(device: torch.device) -> Iterator[None]:
+    """Run a block (a callback, a sample grid) without it moving the training's random generators: an
+    uninterrupted run and one resumed from a checkpoint written before the block must draw the same."""
+    state = capture_rng_state(device)
+    try:
+        yield
+    finally:
+        restore_rng_state(state, device)
 
 
 def _seed_all(seed: int) -> None:
