@@ -6,6 +6,7 @@ Examples::
     python -m stylegan mix --network G.safetensors --rows 85,100,75 --cols 55,821,1789 --styles coarse \\
         --out mix.png
     python -m stylegan interpolate --network G.safetensors --seeds 0-3 --frames 24 --space w --out loop.webp
+    python -m stylegan input-video --network G_sg3.safetensors --seed 3 --out moving.gif  # StyleGAN3
     python -m stylegan import network-snapshot-001000.pkl --out G.safetensors   # + G.json (provenance)
     python -m stylegan project --network G.safetensors --target photo.png --out proj --steps 1000 --w-plus
     python -m stylegan edit --network G.safetensors --direction sefa:0 --seeds 0-3 --strength -3..3 \\
@@ -298,6 +299,21 @@ def _parser() -> argparse.ArgumentParser:
         "--out", type=Path, required=True, help=f"output file: {', '.join(ANIMATION_FORMATS)}"
     )
 
+    moving = commands.add_parser(
+        "input-video", parents=[common], help="StyleGAN3: one seed while its input translates and rotates"
+    )
+    moving.add_argument("--seed", type=int, required=True, help="the seed to render")
+    moving.add_argument("--psi", type=float, default=1.0, help="truncation psi (default 1: none)")
+    moving.add_argument("--frames", type=_positive, default=48, help="frames of the loop (default 48)")
+    moving.add_argument(
+        "--translate", type=float, default=0.25, help="radius of the circular translation, in image units"
+    )
+    moving.add_argument("--rotate", type=float, default=15.0, help="largest rotation in degrees (default 15)")
+    moving.add_argument("--frame-ms", type=_positive, default=40, help="milliseconds per frame (default 40)")
+    moving.add_argument(
+        "--out", type=Path, required=True, help=f"output file: {', '.join(ANIMATION_FORMATS)}"
+    )
+
     importer = commands.add_parser(
         "import", help="an NVIDIA .pkl or official .npz as our network file, with a provenance .json"
     )
@@ -381,6 +397,16 @@ def _run(args: argparse.Namespace) -> str:
             progress=True,
             **options,
         )
+        return str(args.out)
+    if args.command == "input-video":
+        if args.out.suffix.lower() not in ANIMATION_FORMATS:
+            raise ValueError(f"{args.out}: an animation must end in one of {ANIMATION_FORMATS}")
+        frames = G.input_transform_frames(
+            args.seed, args.frames, args.translate, args.rotate, args.psi, class_idx=args.class_idx
+        )
+        images = [to_pil(frame) for frame in frames]
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        images[0].save(args.out, save_all=True, append_images=images[1:], duration=args.frame_ms, loop=0)
         return str(args.out)
     if args.command == "mix":
         grid = G.style_mixing_grid(args.rows, args.cols, args.styles, args.psi, **options)

@@ -155,3 +155,24 @@ def test_stylegan3_input_moves_and_other_generators_say_they_cannot():
     sg2, _ = build_networks(resolve_config("auto", 16, 1, TINY_SG2), img_channels=3, c_dim=0)
     with pytest.raises(ValueError, match="StyleGAN3 generators only"):
         Sampler(sg2).input_transform_frames(0)
+
+
+def test_input_video_cli_writes_the_moving_input_of_stylegan3_and_refuses_stylegan2(tmp_path, capsys):
+    from stylegan.__main__ import main
+
+    small = {"z_dim": 8, "w_dim": 8, "channel_base": 128, "channel_max": 16, "num_fp16_res": 0}
+    G, _ = build_networks(resolve_config("stylegan3-r", 16, 1, small, arch="stylegan3",
+                                         arch_options={"config": "r"}), img_channels=3, c_dim=0)  # fmt: skip
+    save_network(tmp_path / "sg3.safetensors", G)
+    main(["input-video", "--network", str(tmp_path / "sg3.safetensors"), "--seed", "1", "--frames", "3",
+          "--out", str(tmp_path / "moving.gif")])  # fmt: skip
+    import PIL.Image
+
+    with PIL.Image.open(tmp_path / "moving.gif") as gif:
+        assert gif.n_frames == 3 and gif.size == (16, 16)
+    sg2, _ = build_networks(resolve_config("auto", 16, 1, TINY_SG2), img_channels=3, c_dim=0)
+    save_network(tmp_path / "sg2.safetensors", sg2)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["input-video", "--network", str(tmp_path / "sg2.safetensors"), "--seed", "1",
+              "--out", str(tmp_path / "no.gif")])  # fmt: skip
+    assert exit_info.value.code == 2 and "StyleGAN3 generators only" in capsys.readouterr().err
