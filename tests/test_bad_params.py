@@ -66,7 +66,7 @@ def test_pipeline_check_exits_2_on_bad_params_and_0_on_good_ones(tmp_path):
 
 def test_the_check_stage_comes_first_and_every_stage_depends_on_it():
     check = DVC_STAGES["check"]
-    assert "params.yaml" in check["deps"] and check["outs"] == [".cache/params.checked"]
+    assert "params.yaml" in check["deps"] and check["outs"][0] == ".cache/params.checked"
     for name, stage in DVC_STAGES.items():
         if name != "check":
             assert ".cache/params.checked" in stage["deps"], f"stage {name} does not wait for the check"
