@@ -62,16 +62,17 @@ def flow_outcomes(repo: Path, env: dict) -> list[tuple[str, str]]:
     return [(row["stage"], row["outcome"]) for row in rows if row]
 
 
-@pytest.fixture(scope="module")
-def repo(tmp_path_factory):
-    repo = tmp_path_factory.mktemp("dag")
+def project_repo(tmp_path_factory, name: str, params: dict) -> tuple[Path, dict]:
+    """A copy of the project with `params` as its params.yaml, as a fresh git + DVC repo; and the
+    environment to run its commands in (this interpreter, a private MLflow store and detector cache)."""
+    repo = tmp_path_factory.mktemp(name)
     for name in PROJECT_FILES:
         source = ROOT / name
         if source.is_dir():
             shutil.copytree(source, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy(source, repo / name)
-    (repo / "params.yaml").write_text(yaml.safe_dump(tiny_params()))
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
     env = {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
@@ -89,6 +90,12 @@ def repo(tmp_path_factory):
         ["git", "commit", "-qm", "init"],
     ):
         run(cmd, repo, env)
+    return repo, env
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    repo, env = project_repo(tmp_path_factory, "dag", tiny_params())
     first = flow_outcomes(repo, env)
     second = flow_outcomes(repo, env)
     return repo, env, first, second

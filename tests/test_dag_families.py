@@ -4,9 +4,6 @@ alone (tiny settings, a real DVC repo in a temp dir; StyleGAN2 runs in tests/tes
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,8 +11,9 @@ import pandas as pd
 import pytest
 import yaml
 
+from tests.test_dag import project_repo, run
+
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ("stylegan", "pipeline", "stages", "dvc.yaml", "pyproject.toml")
 
 pytestmark = pytest.mark.slow
 
@@ -50,41 +48,11 @@ def tiny_params(arch: str) -> dict:
     return params
 
 
-def run(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, (
-        f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    )
-    return result
-
-
 @pytest.fixture(scope="module", params=sorted(MODELS))
 def trained(request, tmp_path_factory):
     arch = request.param
-    repo = tmp_path_factory.mktemp(f"dag-{arch}")
-    for name in PROJECT_FILES:
-        source = ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(source, repo / name)
-    (repo / "params.yaml").write_text(yaml.safe_dump(tiny_params(arch)))
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "PYTHONPATH": str(repo),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{repo}/mlflow.db",
-        "STYLEGAN_CACHE_DIR": str(tmp_path_factory.mktemp("detectors")),
-    }
-    env.pop("DVC_ROOT", None)
-    for cmd in (
-        ["git", "init", "-q"],
-        ["git", "config", "user.email", "test@example.invalid"],
-        ["git", "config", "user.name", "test"],
-        [sys.executable, "-m", "dvc", "init", "-q"],
-        [sys.executable, "-m", "dvc", "repro"],
-    ):
-        run(cmd, repo, env)
+    repo, env = project_repo(tmp_path_factory, f"dag-{arch}", tiny_params(arch))
+    run([sys.executable, "-m", "dvc", "repro"], repo, env)
     return arch, repo
 
 
