@@ -1,11 +1,11 @@
-"""One process at a time in a folder that several runs may share: a checkpoint folder.
+"""One process at a time in a run folder.
 
-Training checkpoints live in a folder named after the training config and the data (see
-:func:`pipeline.training.checkpoint_dir`), so that a rerun resumes and a longer run extends a shorter one,
-whichever DVC experiment or workspace started it. Two runs of the same config at once (two sweeps with a
-point in common, `dvc repro` beside a `dvc exp run` that changed only evaluation params) would write the
-same checkpoints and resume from each other's half-written state. :func:`exclusive_folder` makes the second
-wait, saying for whom, and then start from where the first one ended.
+Each DVC experiment, and each workspace, trains in a checkpoint folder of its own
+(:mod:`pipeline.run_folders`), but the same one can still be started twice at once: `dvc exp run -n x`
+in two shells, or two machines of a cluster running the same workspace's stage on a shared filesystem.
+Both would write the same checkpoints and resume from each other's half-written state.
+:func:`exclusive_folder` makes the second wait, saying for whom, and then go on from where the first
+one ended.
 
 The lock is `flock` on a file in the folder: the kernel releases it when its holder exits, even by
 `kill -9`, so a crashed run never leaves a stale lock behind (on NFS, Linux maps it to a POSIX lock).
@@ -66,13 +66,10 @@ def _lock(handle: IO[str], folder: Path, purpose: str) -> bool:
         handle.seek(0)
         holder = handle.read().strip() or "another process"
     except OSError as error:  # ENOLCK and the like
-        log.warning(
-            "cannot lock %s (%s): two runs of this config at once would both write there", folder, error
-        )
+        log.warning("cannot lock %s (%s): two runs of it at once would both write there", folder, error)
         return False
     log.warning(
-        "%s is in use by %s, %s the same config on the same data; waiting for it to finish, then going on "
-        "from its last checkpoint",
+        "%s is in use by %s, %s in it; waiting for it to finish, then going on from its last checkpoint",
         folder,
         holder,
         purpose,

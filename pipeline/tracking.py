@@ -462,9 +462,9 @@ def _terminate_on_exit(run: PipelineRun) -> Iterator[None]:
 
 def _resumable_run(client: MlflowClient, run_id: str | None, params: Params) -> Run | None:
     """The run to continue: `run_id`, when it exists and was logged with these params by the same DVC
-    experiment (or both in the workspace). Checkpoint folders are shared by config (see
-    :func:`pipeline.training.checkpoint_dir`), runs are not: two sweeps' experiments of one config, or an
-    experiment that extends the workspace's training, each get a run of their own."""
+    experiment (or both in the workspace). A run folder that started from a copy of another one's
+    checkpoint (:mod:`pipeline.run_folders`) also has its MLflow run id: the new run is tagged as
+    continuing that run, and never logs into it."""
     if run_id is None:
         return None
     try:

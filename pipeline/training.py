@@ -1,8 +1,9 @@
 """The train stage's work: params -> a StyleGAN2-ADA training run, its curves, MLflow logging, outputs.
 
-Checkpoints for resume live outside the DVC outputs, in ``<train.checkpoint_root>/<run key>/``, where the
-key hashes the training config and the shard index; the stage's outputs (final G_ema, its config, the
-curves and the final tick's metrics) stay plain, run-cacheable DVC outputs. Rerunning the stage after an
+Checkpoints for resume live outside the DVC outputs, in ``<train.checkpoint_root>/<run key>/<owner>/``,
+where the key hashes the training config and the shard index and the owner is the DVC experiment or the
+workspace (:mod:`pipeline.run_folders`); the stage's outputs (final G_ema, its config, the curves and
+the final tick's metrics) stay plain, run-cacheable DVC outputs. Rerunning the stage after an
 interruption (kill -9 included) finds the folder and resumes from its latest checkpoint.
 """
 
@@ -26,6 +27,7 @@ import torch
 from pipeline.locks import exclusive_folder
 from pipeline.params import Params, ParamsError
 from pipeline.pretrained import Pretrained, initialise, load_pretrained
+from pipeline.run_folders import CURVES, MLFLOW_RUN_ID_FILE, owner_name, seed_from_siblings
 from pipeline.tracking import PipelineRun, start_run
 from pipeline.training_metrics import FEATURE_CACHE, TrainingMetrics, exported_generator
 from stylegan.archs import get_family
@@ -45,8 +47,6 @@ from stylegan.training import (
 )
 
 log = logging.getLogger(__name__)
-
-MLFLOW_RUN_ID_FILE = "mlflow_run_id"
 
 
 @dataclass(frozen=True)
@@ -136,15 +136,15 @@ def _resume_defaults(pretrained: Pretrained) -> dict[str, Any]:
 def checkpoint_dir(
     params: Params, config: TrainingConfig, shards_dir: Path, pretrained: Pretrained | None = None
 ) -> Path:
-    """``<checkpoint_root>/<run key>``; a relative root is taken from the DVC project root (DVC_ROOT),
-    so that `dvc exp run --temp` runs resume from the same folder as workspace runs."""
+    """``<checkpoint_root>/<run key>/<owner>`` (see :mod:`pipeline.run_folders`); a relative root is taken
+    from the DVC project root (DVC_ROOT), so that `dvc exp run --temp` runs find the workspace's runs."""
     root = Path(params.train.checkpoint_root).expanduser()
     if not root.is_absolute():
         root = Path(os.environ.get("DVC_ROOT", ".")) / root
     identity = config.identity()
     if pretrained is not None:  # the same config fine-tuned from another source is another run
         identity |= {"resume_from": pretrained.sha256, "resume_kimg": params.train.resume_kimg}
-    return root / run_key(identity, dataset_fingerprint(shards_dir))
+    return root / run_key(identity, dataset_fingerprint(shards_dir)) / owner_name()
 
 
 def torchrun_command(gpus: int, argv: list[str]) -> list[str]:
@@ -260,11 +260,13 @@ def _train_here(
         start.update(zip(("G", "D", "G_ema"), initialise(pretrained, *fresh), strict=True))
         log.info("fine-tuning from %s (sha256 %s)", t.resume_from, pretrained.sha256[:12])
     if not ctx.is_main:
+        ctx.barrier()  # rank 0 has the folder and its starting checkpoint
         summary = train(config, dataset, run_dir, num_workers=t.workers, distributed=ctx, **start)
         return {"kimg": summary.cur_nimg / 1000, "rank": ctx.rank}
-    # One training per checkpoint folder at a time: another run of this config (a sweep's, an
-    # experiment's) makes this one wait, then it resumes from where that one ended (pipeline.locks).
+    # One training per folder at a time: the same experiment started twice waits for itself (pipeline.locks).
     with exclusive_folder(run_dir):
+        seed_from_siblings(run_dir, max_nimg=round(config.kimg * 1000))
+        ctx.barrier()
         return _train_main(params, shards_dir, outputs, ctx, dataset, config, run_dir, start)
 
 
@@ -282,7 +284,7 @@ def _train_main(
     log.info("checkpoints for resume: %s", run_dir)
     sizes = network_sizes(config, img_channels=dataset.num_channels, c_dim=dataset.label_dim)
     log.info("networks: G %s parameters, D %s parameters", f"{sizes['G']:,}", f"{sizes['D']:,}")
-    curves = CurveWriter(run_dir / "curves.tsv")
+    curves = CurveWriter(run_dir / CURVES)
     measured = TrainingMetrics(
         t.metrics,
         run_dir=run_dir,
@@ -337,7 +339,7 @@ def _train_main(
                 "export": export,
             },
         )
-        atomic_write_text(outputs.curves, (run_dir / "curves.tsv").read_text())
+        atomic_write_text(outputs.curves, (run_dir / CURVES).read_text())
         final = {"kimg": kimg, "ticks": summary.ticks, **summary.metrics, **measured.summary()}
         final.update({"G_parameters": sizes["G"], "D_parameters": sizes["D"]})
         atomic_write_json(outputs.metrics, final)

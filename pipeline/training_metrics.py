@@ -31,7 +31,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from stylegan.dataset import ShardDataset
-from stylegan.files import atomic_write_json
+from stylegan.files import atomic_write_bytes, atomic_write_json
 from stylegan.metrics import class_frequency_sampler, compute_metrics
 from stylegan.metrics.detectors import DetectorStore
 from stylegan.serialization import save_network
@@ -200,6 +200,24 @@ class TrainingMetrics:
             out[f"best_{best.metric}"] = best.value
             out[f"best_{best.metric}_kimg"] = best.kimg
         return out
+
+
+def copy_measurements(source_dir: Path, target_dir: Path, *, up_to_kimg: float) -> None:
+    """Give a run folder that starts from another one's checkpoint at `up_to_kimg` that run's measurements
+    up to there, and its best snapshot when that is among them."""
+    best_generator = source_dir / BEST_GENERATOR
+    generator = best_generator.read_bytes() if best_generator.is_file() else None  # before the state
+    try:  # that names it: a source run writes a new best snapshot first, then its state
+        state = json.loads((source_dir / STATE_FILE).read_text())
+    except FileNotFoundError:
+        return
+    measured = [m for m in state.get("measured", []) if m["kimg"] <= up_to_kimg + _EPS]
+    best = state.get("best")
+    if best is None or best["kimg"] > up_to_kimg + _EPS or generator is None:
+        best = None
+    else:
+        atomic_write_bytes(target_dir / BEST_GENERATOR, generator)
+    atomic_write_json(target_dir / STATE_FILE, {"measured": measured, "best": best})
 
 
 def _images(dataset: ShardDataset) -> Iterator[torch.Tensor]:

@@ -101,7 +101,7 @@ class Project:
     def checkpoint_dir(self) -> Path | None:
         """The train stage's checkpoint folder, once it exists."""
         root = self.path / ".cache/checkpoints"
-        found = [p / "checkpoints" for p in root.iterdir()] if root.is_dir() else []
+        found = [p / "checkpoints" for p in root.glob("*/*/")]  # <run key>/<owner>
         return found[0] if found and found[0].is_dir() else None
 
 

@@ -1,7 +1,8 @@
-"""Two sweeps at once in one workspace (issue 14): a checkpoint folder (shared by config, so that reruns
-resume and longer runs extend shorter ones) is trained in by one run at a time, the other waiting and then
-going on from where it ended; every DVC experiment logs into MLflow runs of its own, also when its train
-stage was another experiment's (up to date, or restored from DVC's run cache)."""
+"""Two sweeps at once in one workspace (issue 14): every DVC experiment trains in a checkpoint folder of
+its own, starting from a copy of the most advanced checkpoint another one has of the same config (so that
+longer runs extend shorter ones); a folder is trained in by one process at a time (the same experiment
+started twice waits for itself); every DVC experiment logs into MLflow runs of its own, also when its
+train stage was another experiment's (up to date, or restored from DVC's run cache)."""
 
 from __future__ import annotations
 
@@ -126,7 +127,7 @@ PROJECT_FILES = ("stylegan", "pipeline", "stages", "dvc.yaml", ".dvcignore", ".g
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("prefect_harness")
-def test_two_sweeps_at_once_share_one_training_safely_and_keep_their_runs_apart(tmp_path: Path):
+def test_two_sweeps_at_once_train_in_folders_of_their_own_and_keep_their_runs_apart(tmp_path: Path):
     repo = tmp_path / "repo"
     repo.mkdir()
     for name in PROJECT_FILES:
@@ -178,8 +179,9 @@ def test_two_sweeps_at_once_share_one_training_safely_and_keep_their_runs_apart(
         experiment: DVCFileSystem(str(repo), rev=experiment).read_bytes("models/G_ema.safetensors")
         for experiment in ("left-1", "right-1")
     }
-    # One config trained in one folder, one run at a time: both experiments have the same generator.
-    assert len(list((repo / ".cache/checkpoints").iterdir())) == 1
+    # One config, a folder for each experiment: the same generator, trained where nobody else wrote.
+    [config] = (repo / ".cache/checkpoints").iterdir()
+    assert sorted(folder.name for folder in config.iterdir()) == ["exp-left-1", "exp-right-1"]
     assert generators["left-1"] == generators["right-1"]
     # Each experiment's evaluation is in a run of its own, with its own numbers.
     assert [len(found) for found in runs.values()] == [1, 1], runs

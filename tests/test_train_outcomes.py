@@ -1,5 +1,6 @@
 """What the train stage reports, through `python -m stages.train` in a workspace of its own: divergence
-exits non-zero with the kimg and the phase, marks the MLflow run FAILED and keeps the last good checkpoint;
+exits non-zero with the kimg and the phase, marks the MLflow run FAILED, fails the Prefect flow run with
+that message and keeps the last good checkpoint;
 a resumed run writes complete records; a run continuing another's checkpoints with other params gets a new
 MLflow run with the whole history; a run killed with SIGKILL is marked KILLED when the next one starts."""
 
@@ -20,6 +21,7 @@ from mlflow import MlflowClient
 
 from pipeline.download.demo import generate_demo
 from pipeline.download.manifest import read_manifest
+from pipeline.flow import pipeline_flow
 from pipeline.shards import prepare_shards
 from pipeline.tracking import CONTINUES_TAG, OWNER_TAG
 from stylegan.training import CheckpointManager
@@ -68,11 +70,14 @@ def run_id(workspace: Path) -> str:
 
 
 def checkpoints(workspace: Path) -> CheckpointManager:
-    [folder] = (workspace / ".cache/checkpoints").iterdir()
+    [folder] = (workspace / ".cache/checkpoints").glob("*/*/")  # <run key>/<owner>
     return CheckpointManager(folder / "checkpoints")
 
 
-def test_divergence_exits_with_kimg_and_phase_fails_the_mlflow_run_and_keeps_the_good_checkpoint(workspace):
+@pytest.mark.usefixtures("prefect_harness")
+def test_divergence_exits_with_kimg_and_phase_fails_the_mlflow_and_flow_runs_and_keeps_the_good_checkpoint(
+    workspace, monkeypatch
+):
     write_params(workspace, kimg=0.008)
     train_stage(workspace)
     manager = checkpoints(workspace)
@@ -93,6 +98,20 @@ def test_divergence_exits_with_kimg_and_phase_fails_the_mlflow_run_and_keeps_the
     run = client_of(workspace).get_run(run_id(workspace))
     assert run.info.status == "FAILED"
     assert manager.paths() == [good] and good.read_bytes() == good_bytes  # nothing written after it
+
+    # The same through the Prefect flow, in a DVC repo whose pipeline is this train stage: the flow run
+    # fails with the stage's message.
+    (workspace / "dvc.yaml").write_text("stages:\n  train:\n    cmd: python -m stages.train\n")
+    for command in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"]):
+        subprocess.run(command, cwd=workspace, check=True, capture_output=True)
+    for key, value in env_of(workspace).items():
+        monkeypatch.setenv(key, value)
+    state = pipeline_flow(repo_dir=str(workspace), return_state=True)
+    assert state.is_failed()
+    assert "train: training diverged between kimg 0.008 and 0.016: non-finite " in str(
+        state.result(raise_on_failure=False)
+    )
+    assert manager.paths() == [good] and good.read_bytes() == good_bytes
 
 
 def test_resumed_runs_keep_complete_records_and_other_params_get_their_own_mlflow_run(workspace):
@@ -138,7 +157,7 @@ def test_a_run_killed_mid_way_is_marked_killed_when_the_next_run_starts(workspac
         )  # fmt: skip
     deadline = time.monotonic() + 300
     try:
-        while not (workspace / ".cache/checkpoints").is_dir() or not checkpoints(workspace).paths():
+        while not list((workspace / ".cache/checkpoints").glob("*/*/checkpoints/checkpoint-*.pt")):
             assert killed.poll() is None, log.read_text()[-3000:]
             assert time.monotonic() < deadline, "no checkpoint within 300 s"
             time.sleep(0.1)

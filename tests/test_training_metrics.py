@@ -143,7 +143,7 @@ def test_the_best_snapshot_is_exported_and_recorded(trained):
         "kimg": pytest.approx(final["best_fid5k_full_kimg"]),
     }
     assert config["parameters"] == {"G": final["G_parameters"], "D": final["D_parameters"]}
-    [run_dir] = [p.parent for p in (tmp / ".cache/checkpoints").glob(f"*/{STATE_FILE}")]
+    [run_dir] = [p.parent for p in (tmp / ".cache/checkpoints").glob(f"*/*/{STATE_FILE}")]
     best, exported = load_file(run_dir / BEST_GENERATOR), load_file(tmp / "models/G_ema.safetensors")
     assert best.keys() == exported.keys() and all(torch.equal(best[k], exported[k]) for k in best)
 
@@ -152,7 +152,7 @@ def test_the_best_snapshot_is_exported_and_recorded(trained):
 def test_features_are_cached_once_and_a_complete_run_is_not_measured_again(trained):
     tmp, logs = trained
     assert len(list((tmp / ".cache/features").glob("*.npy"))) == 1  # one dataset, one detector
-    [state_file] = (tmp / ".cache/checkpoints").glob(f"*/{STATE_FILE}")
+    [state_file] = (tmp / ".cache/checkpoints").glob(f"*/*/{STATE_FILE}")
     state = json.loads(state_file.read_text())
     assert [m["kimg"] for m in state["measured"]] == pytest.approx([0.040, 0.064])  # not again in run 2
     assert "nothing to do" in logs[1]

@@ -41,6 +41,14 @@ def checkpoint_name(cur_nimg: int) -> str:
     return f"checkpoint-{cur_nimg:012d}.pt"
 
 
+def checkpoint_nimg(path: str | os.PathLike[str]) -> int:
+    """The images seen at a checkpoint, from its file name (see :func:`checkpoint_name`)."""
+    match = _NAME.match(Path(path).name)
+    if match is None:
+        raise ValueError(f"{path}: not a checkpoint file name")
+    return int(match.group(1))
+
+
 def first_non_finite(state_dicts: Mapping[str, Mapping[str, torch.Tensor]]) -> str | None:
     """``"<net>.<tensor>"`` of the first floating tensor holding NaN or Inf, or None."""
     for net, state in state_dicts.items():
