@@ -72,7 +72,8 @@ PRESET_REGULARIZATION = frozenset({"pl_weight", "pl_interval", "r1_interval", "s
 
 
 def check_family_params(params: Params) -> None:
-    """Refuse `train` settings that `model.arch`'s family does not use, and presets it does not have.
+    """Refuse `train` settings that `model.arch`'s family does not use (set to anything but off), and
+    presets it does not have.
 
     Kept out of the schema so that validating params does not load the model library."""
     family = get_family(params.model.arch)
@@ -81,7 +82,13 @@ def check_family_params(params: Params) -> None:
         raise ParamsError(
             f"train.cfg={params.train.cfg!r}: not a {family.name} preset; choose one of {presets}"
         )
-    unused = sorted(params.train.model_fields_set & family.unused_fields)
+    # 0, null or false asks for nothing, which a family without the feature gives: the demo's params.yaml
+    # turns path length regularisation and style mixing off, and switching it to ProGAN keeps those lines.
+    unused = sorted(
+        key
+        for key in params.train.model_fields_set & family.unused_fields
+        if getattr(params.train, key) not in (0, None, False)
+    )
     if unused:
         keys = ", ".join(f"train.{key}" for key in unused)
         raise ParamsError(f"{keys}: not used by model.arch={family.name}; remove them")

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -171,3 +172,32 @@ def test_bench_stylegan3_compares_configs_and_an_official_checkout(tmp_path):
     for name in ("stylegan3-t", "stylegan3-r"):
         assert float(rows[name][0]) > 0  # training img/s, then one G step each side and their ratio
     assert len([line for line in result.stdout.splitlines() if line.strip().startswith("stylegan3-")]) == 4
+
+
+@pytest.mark.slow
+def test_demo_fid_trains_each_candidate_for_its_time_and_prints_the_fid_table(tmp_path):
+    from tests.test_dag import tiny_params
+
+    params = tiny_params()
+    params["eval"].update(num_gen=16, num_real=16)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    result = subprocess.run(
+        [sys.executable, "benchmarks/demo_fid.py", "--params", str(tmp_path / "params.yaml"),
+         "--seconds", "3", "--marks", "3", "--candidate", "b4=train.batch=4", "--only", "params.yaml", "b4",
+         "--final-gen", "16", "--final-real", "16", "--floor", "--work", str(tmp_path / "work")],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    assert rows[0] == "| candidate | overrides | FID at 3 s (kimg) | FID 16/16 |"
+    assert rows[1].startswith("| params.yaml | params.yaml | ")
+    assert rows[2].startswith("| b4 | train.batch=4 | ")
+    for row in rows[1:]:
+        cells = row.strip("| ").split(" | ")[2:]
+        assert len(cells) == 2 and all(float(cell.split()[0]) > 0 for cell in cells), row
+    assert re.search(r"real vs other real images, 16/16: FID \d+\.\d", result.stdout)
+    assert "time = wall time" in result.stdout
+    assert sorted(p.name for p in (tmp_path / "work").glob("samples-*.png")) == [
+        "samples-b4-3s.png",
+        "samples-params.yaml-3s.png",
+    ]

@@ -109,6 +109,16 @@ def test_train_keys_a_family_does_not_use_are_refused(raw, expected):
         check_family_params(parse_params(raw))
 
 
+def test_train_keys_a_family_does_not_use_may_be_turned_off():
+    from pipeline.training import check_family_params
+
+    for arch, cfg in (("progan", "paper"), ("stylegan1", "seed000")):
+        params = parse_params(
+            {"model": {"arch": arch}, "train": {"cfg": cfg, "pl_weight": 0, "style_mixing_prob": 0.0}}
+        )
+        check_family_params(params)  # the demo's params.yaml with another model.arch
+
+
 def test_model_is_a_union_on_arch():
     assert type(parse_params({"model": {"arch": "progan", "fade_kimg": 3}}).model).__name__ == "ProGANModel"
     with pytest.raises(ParamsError, match="model.pixel_nrm: unknown key"):

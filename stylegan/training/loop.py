@@ -490,8 +490,8 @@ class _Trainer:
             "peak_mem_mb": peak_memory_mb(self.device),
             "total_sec": elapsed_sec,
         }
-        if self.augment_pipe is not None:
-            metrics["augment_p"] = float(self.augment_pipe.p)
+        # As NVIDIA's Progress/augment: 0 without augmentation, so runs with and without compare in one plot.
+        metrics["augment_p"] = float(self.augment_pipe.p) if self.augment_pipe is not None else 0.0
         if self.ada is not None and self.ada.last_rt is not None:
             metrics["ada_rt"] = self.ada.last_rt
         if self.state.progressive:
