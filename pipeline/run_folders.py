@@ -43,17 +43,19 @@ def owner_name() -> str:
 
 
 def seed_from_siblings(run_dir: Path, max_nimg: int) -> Path | None:
-    """Give an empty `run_dir` the most advanced good checkpoint of its siblings with at most `max_nimg`
-    images, with its curves and training-time metrics up to it; the source folder, or None."""
+    """Give an empty `run_dir` the most advanced checkpoint of its siblings with at most `max_nimg` images,
+    with its curves and training-time metrics up to it; the source folder, or None. (One that turns out
+    unreadable is skipped at resume, as any damaged checkpoint is.)"""
     own = CheckpointManager(run_dir / CHECKPOINT_DIR)
     if own.paths():
         return None
-    candidates = []  # (images, checkpoint) of every sibling, most advanced first
-    for sibling in _siblings(run_dir):
-        for path in CheckpointManager(sibling / CHECKPOINT_DIR).paths():
-            if checkpoint_nimg(path) <= max_nimg:
-                candidates.append((checkpoint_nimg(path), path))
-    for nimg, path in sorted(candidates, reverse=True):
+    found = [
+        path for sibling in _siblings(run_dir) for path in CheckpointManager(sibling / CHECKPOINT_DIR).paths()
+    ]
+    candidates = sorted(((checkpoint_nimg(path), path) for path in found), reverse=True)
+    for nimg, path in candidates:
+        if nimg > max_nimg:
+            continue
         try:
             _link_or_copy(path, own.directory / path.name)
         except FileNotFoundError:  # its run dropped it as older than the ones it keeps: take the next
