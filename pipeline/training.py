@@ -272,7 +272,7 @@ def _train_here(
         return {"kimg": summary.cur_nimg / 1000, "rank": ctx.rank}
     # One training per folder at a time: the same experiment started twice waits for itself (pipeline.locks).
     with exclusive_folder(run_dir):
-        seed_from_siblings(run_dir, max_nimg=round(config.kimg * 1000))
+        seed_from_siblings(run_dir, max_nimg=config.total_nimg)
         ctx.barrier()
         return _train_main(params, shards_dir, outputs, ctx, dataset, config, run_dir, start)
 
