@@ -370,6 +370,13 @@ def test_curves_tolerate_missing_columns(tmp_path, suffix):
         assert image.width > 300
 
 
+def test_a_panel_of_zeros_is_left_out(tmp_path):
+    columns = {"kimg": [0, 2, 4], "loss_G": [1.0, 0.8, 0.7], "augment_p": [0.0] * 3}
+    table = read_curves(write_curves(tmp_path / "c.tsv", columns))
+    figures, unplotted = plot_curves(table, tmp_path / "plots")  # a run without augmentation
+    assert [f.title for f in figures] == ["Losses"] and unplotted == []
+
+
 def test_curves_errors_name_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match="absent.tsv"):
         read_curves(tmp_path / "absent.tsv")

@@ -85,7 +85,8 @@ def _x_axis(table: pd.DataFrame) -> tuple[pd.Series, str]:
 
 
 def plot_curves(table: pd.DataFrame, out_dir: Path) -> tuple[list[Figure], list[str]]:
-    """One PNG per panel of :data:`CURVE_PANELS` that has data; columns a panel lacks are skipped.
+    """One PNG per panel of :data:`CURVE_PANELS` that has data other than zeros; columns a panel lacks are
+    skipped.
 
     Returns the figures and the numeric columns of the table that no panel drew.
     """
@@ -105,6 +106,8 @@ def plot_curves(table: pd.DataFrame, out_dir: Path) -> tuple[list[Figure], list[
         if not lines:
             continue
         drawn.update(lines)
+        if all(table[column].fillna(0).eq(0).all() for column in lines):
+            continue  # e.g. augment_p of a run without augmentation: a flat line at 0 says nothing
         fig, ax = plt.subplots(figsize=(4.8, 2.9), dpi=110, layout="constrained")
         for column in lines:
             values = table[column]
