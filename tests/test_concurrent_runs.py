@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ from prefect.settings import PREFECT_API_URL
 from pipeline.locks import exclusive_folder
 from pipeline.params import Params
 from pipeline.tracking import CONTINUES_TAG, GENERATOR_RUN_TAG, reopen_run, start_run
-from tests.test_dag import tiny_params
+from tests.test_dag import copy_project, tiny_params
 from tests.test_flow import exp_show
 from tests.test_tracking_server import TrackingServer
 
@@ -130,12 +129,7 @@ PROJECT_FILES = ("stylegan", "pipeline", "stages", "dvc.yaml", ".dvcignore", ".g
 def test_two_sweeps_at_once_train_in_folders_of_their_own_and_keep_their_runs_apart(tmp_path: Path):
     repo = tmp_path / "repo"
     repo.mkdir()
-    for name in PROJECT_FILES:
-        source = ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(source, repo / name)
+    copy_project(repo, PROJECT_FILES)
     params = tiny_params()
     params["eval"]["metrics"] = ["kid50k_full"]
     (repo / "params.yaml").write_text(yaml.safe_dump(params))

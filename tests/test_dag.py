@@ -62,16 +62,21 @@ def flow_outcomes(repo: Path, env: dict) -> list[tuple[str, str]]:
     return [(row["stage"], row["outcome"]) for row in rows if row]
 
 
-def project_repo(tmp_path_factory, name: str, params: dict) -> tuple[Path, dict]:
-    """A copy of the project with `params` as its params.yaml, as a fresh git + DVC repo; and the
-    environment to run its commands in (this interpreter, a private MLflow store and detector cache)."""
-    repo = tmp_path_factory.mktemp(name)
-    for name in PROJECT_FILES:
+def copy_project(repo: Path, files: tuple[str, ...] = PROJECT_FILES) -> None:
+    """The project's `files` (folders without bytecode) copied into the folder `repo`."""
+    for name in files:
         source = ROOT / name
         if source.is_dir():
             shutil.copytree(source, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy(source, repo / name)
+
+
+def project_repo(tmp_path_factory, name: str, params: dict) -> tuple[Path, dict]:
+    """A copy of the project with `params` as its params.yaml, as a fresh git + DVC repo; and the
+    environment to run its commands in (this interpreter, a private MLflow store and detector cache)."""
+    repo = tmp_path_factory.mktemp(name)
+    copy_project(repo)
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
     env = {
         **os.environ,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,7 +23,7 @@ import yaml
 from prefect.settings import PREFECT_API_URL
 
 from pipeline.flow import StageOutcome
-from tests.test_dag import tiny_params
+from tests.test_dag import copy_project, tiny_params
 from tests.test_flow import exp_show
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,12 +72,7 @@ def deployed(tmp_path_factory) -> tuple[Path, dict[str, str]]:
     """A committed checkout, its deployments on the test server's work pool, and a worker polling it."""
     repo = tmp_path_factory.mktemp("deployed") / "stylegan"
     repo.mkdir()
-    for name in PROJECT_FILES:
-        source = ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(source, repo / name)
+    copy_project(repo, PROJECT_FILES)
     env = {
         **os.environ,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",

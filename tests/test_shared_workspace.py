@@ -10,7 +10,6 @@ import filecmp
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.test_dag import tiny_params
+from tests.test_dag import copy_project, tiny_params
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ("stylegan", "pipeline", "stages", "dvc.yaml", ".dvcignore", ".gitignore", "pyproject.toml")
@@ -63,12 +62,7 @@ class Workspace:
 def workspace(tmp_path_factory) -> Workspace:
     repo = tmp_path_factory.mktemp("workspace") / "repo"
     repo.mkdir()
-    for name in PROJECT_FILES:
-        source = ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy(source, repo / name)
+    copy_project(repo, PROJECT_FILES)
     params = tiny_params()
     params["eval"]["metrics"] = ["fid50k_full"]
     (repo / "params.yaml").write_text(yaml.safe_dump(params))
