@@ -12,7 +12,7 @@ def main(argv: list[str]) -> int:
     path = argv[1] if len(argv) > 1 else "params.yaml"
     try:
         params = load_params(path)
-        from pipeline.training import check_family_params  # loads the model library
+        from pipeline.family_params import check_family_params  # loads the model library
 
         check_family_params(params)
     except ParamsError as exc:

@@ -24,8 +24,9 @@ from typing import Any
 
 import torch
 
+from pipeline.family_params import check_family_params
 from pipeline.locks import exclusive_folder
-from pipeline.params import Params, ParamsError
+from pipeline.params import Params
 from pipeline.pretrained import Pretrained, initialise, load_pretrained
 from pipeline.run_folders import CURVES, MLFLOW_RUN_ID_FILE, owner_name, seed_from_siblings
 from pipeline.tracking import PipelineRun, start_run
@@ -69,29 +70,6 @@ NOT_CONFIG_FIELDS = frozenset({"resume_from", "resume_kimg"}) | frozenset(
 #: `train` keys whose schema defaults are StyleGAN2's, which other presets change (cifar, StyleGAN3 and
 #: the progressive families turn path length and mixing off): the preset decides unless the file sets them.
 PRESET_REGULARIZATION = frozenset({"pl_weight", "pl_interval", "r1_interval", "style_mixing_prob"})
-
-
-def check_family_params(params: Params) -> None:
-    """Refuse `train` settings that `model.arch`'s family does not use (set to anything but off), and
-    presets it does not have.
-
-    Kept out of the schema so that validating params does not load the model library."""
-    family = get_family(params.model.arch)
-    if params.train.cfg is not None and params.train.cfg not in family.presets:
-        presets = sorted(family.presets)
-        raise ParamsError(
-            f"train.cfg={params.train.cfg!r}: not a {family.name} preset; choose one of {presets}"
-        )
-    # 0, null or false asks for nothing, which a family without the feature gives: the demo's params.yaml
-    # turns path length regularisation and style mixing off, and switching it to ProGAN keeps those lines.
-    unused = sorted(
-        key
-        for key in params.train.model_fields_set & family.unused_fields
-        if getattr(params.train, key) not in (0, None, False)
-    )
-    if unused:
-        keys = ", ".join(f"train.{key}" for key in unused)
-        raise ParamsError(f"{keys}: not used by model.arch={family.name}; remove them")
 
 
 def training_config(params: Params, resolution: int, pretrained: Pretrained | None = None) -> TrainingConfig:

@@ -11,10 +11,10 @@ depend on instead of whole sections: `train.workers` or a device never invalidat
 
 from pathlib import Path
 
+from pipeline.family_params import check_family_params
 from pipeline.params import Params
 from pipeline.stage import run_stage
 from pipeline.stage_params import write_stage_params
-from pipeline.training import check_family_params
 from stylegan.files import atomic_write_text
 
 CHECKED = Path(".cache/params.checked")

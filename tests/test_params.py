@@ -63,7 +63,8 @@ def test_stage_with_bad_params_exits_before_any_work(tmp_path):
 
 @pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_preset_resolves_to_a_training_config_of_its_family(path):
-    from pipeline.training import check_family_params, training_config
+    from pipeline.family_params import check_family_params
+    from pipeline.training import training_config
 
     params = load_params(path)
     check_family_params(params)
@@ -103,14 +104,14 @@ def test_stylegan1_preset_has_seed_000s_settings():
     ],
 )
 def test_train_keys_a_family_does_not_use_are_refused(raw, expected):
-    from pipeline.training import check_family_params
+    from pipeline.family_params import check_family_params
 
     with pytest.raises(ParamsError, match=expected.replace("(", r"\(")):
         check_family_params(parse_params(raw))
 
 
 def test_train_keys_a_family_does_not_use_may_be_turned_off():
-    from pipeline.training import check_family_params
+    from pipeline.family_params import check_family_params
 
     for arch, cfg in (("progan", "paper"), ("stylegan1", "seed000")):
         params = parse_params(
