@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import scipy.special
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -98,7 +97,9 @@ def design_lowpass_filter(
         raise ValueError(f"numtaps must be >= 1, got {numtaps}")
     if numtaps == 1:
         return None
-    import scipy.signal  # here, not at the top: it takes half a second, and every stage imports this module
+    # Imported here, not at the top: scipy.signal takes half a second, and every stage imports this module.
+    import scipy.signal
+    import scipy.special
 
     if not radial:
         taps = scipy.signal.firwin(numtaps=numtaps, cutoff=cutoff, width=width, fs=fs)
