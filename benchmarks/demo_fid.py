@@ -37,6 +37,7 @@ import yaml
 from pipeline.download.demo import generate_demo
 from pipeline.download.manifest import read_manifest
 from pipeline.params import Params, parse_params
+from pipeline.report.hardware import cpu_model
 from pipeline.shards import prepare_shards
 from pipeline.training import dataset_fingerprint, training_config
 from stylegan.dataset import ShardDataset
@@ -163,13 +164,6 @@ def real_floor(params: Params, shards: Path, count: int) -> float:
     return fid_from_features(*(inception_features(x, device="cpu", progress=False) for x in (first, other)))
 
 
-def cpu_name() -> str:
-    """The CPU model (ratios between machines differ: name it with the figures)."""
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
-    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "CPU")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--params", type=Path, default=ROOT / "params.yaml")
@@ -195,7 +189,7 @@ def main() -> None:
     shards = demo_shards(base, args.work)
     cache = args.work / "features"
     counts = (base.eval.num_gen, base.eval.num_real or 0)
-    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores ({cpu_name()}); torch threads "
+    print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores ({cpu_model()}); torch threads "
           f"{torch.get_num_threads()}; time = wall time; FID {counts[0]} generated / {counts[1]} real",
           flush=True)  # fmt: skip
 

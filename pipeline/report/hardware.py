@@ -8,10 +8,11 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["describe_hardware"]
+__all__ = ["cpu_model", "describe_hardware"]
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name (speed ratios differ between CPUs: benchmarks name it with their figures)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -42,7 +43,7 @@ def _gpus() -> str:
 def describe_hardware() -> dict[str, str]:
     """The machine this process runs on, as label -> text for the report's hardware table."""
     info = {
-        "CPU": _cpu_model(),
+        "CPU": cpu_model(),
         "CPU cores": str(os.cpu_count()),
         "Memory": _memory_gib(),
         "GPU": _gpus(),
