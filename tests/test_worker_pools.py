@@ -50,10 +50,18 @@ def test_workers_that_cannot_start_stop_the_run_with_a_clear_error(tmp_path, wha
         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"},
     )  # fmt: skip
     assert result.returncode == 1, result.stderr[-3000:]
-    last = result.stderr.strip().splitlines()[-1]
-    assert last.startswith("pipeline.workers.WorkerPoolError: the 2 worker processes of the ")
-    assert what in last and 'must guard its code with `if __name__ == "__main__":`' in last
+    error = _final_exception(result.stderr)
+    assert error.startswith("pipeline.workers.WorkerPoolError: the 2 worker processes of the ")
+    assert what in error and 'must guard its code with `if __name__ == "__main__":`' in error
     assert time.monotonic() - start < 120
+
+
+def _final_exception(stderr: str) -> str:
+    """The exception line of the last traceback in `stderr`: multiprocessing's resource tracker, a
+    process of its own, may print warnings about the dead workers' semaphores after it."""
+    lines = stderr.splitlines()
+    start = max(i for i, line in enumerate(lines) if line.startswith("Traceback (most recent call last):"))
+    return next(line for line in lines[start + 1 :] if line and not line.startswith(" "))
 
 
 def _fail_on_three(item: int) -> int:
