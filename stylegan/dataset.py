@@ -32,6 +32,7 @@ import copy
 import hashlib
 import io
 import json
+import multiprocessing
 import os
 import posixpath
 import tarfile
@@ -45,7 +46,7 @@ import PIL.Image
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-__all__ = ["INDEX_FILE", "ShardDataset", "ShardIntegrityError"]
+__all__ = ["INDEX_FILE", "ShardDataset", "ShardIntegrityError", "worker_context"]
 
 INDEX_FILE = "index.json"
 SUPPORTED_VERSION = 1
@@ -53,6 +54,17 @@ SUPPORTED_VERSION = 1
 # Sample = {extension: payload} of one key; Segment = (shard number, first sample, end sample).
 Sample = dict[str, bytes]
 Segment = tuple[int, int, int]
+
+
+def worker_context(num_workers: int) -> multiprocessing.context.BaseContext | None:
+    """How DataLoader workers start: from a fork server (spawn where there is none), never forked from
+    this process. A fork copies this process's threads' locks in whatever state they are in (tracking
+    and progress threads run during training) and its exit hooks: after a Prefect flow run in the
+    process, Prefect's hooks fail in a forked child, which then exits with code 1 and stops the loader."""
+    if num_workers == 0:
+        return None
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    return multiprocessing.get_context(method)
 
 
 class ShardIntegrityError(ValueError):
@@ -251,7 +263,12 @@ class ShardDataset(IterableDataset):
         )
         plain._worker_batch = batch_size  # the workers take turns at batches: index order for any number
         if plain.rank_length:
-            yield from DataLoader(plain, batch_size=batch_size, num_workers=num_workers)
+            yield from DataLoader(
+                plain,
+                batch_size=batch_size,
+                num_workers=num_workers,
+                multiprocessing_context=worker_context(num_workers),
+            )
 
     def _rng(self, *keys: int) -> np.random.Generator:
         return np.random.default_rng([self.seed, *keys])

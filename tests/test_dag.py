@@ -2,8 +2,7 @@
 (`python -m pipeline.flow`, on Prefect's temporary server): outputs, caching (a second run of the flow
 or of `dvc repro` does nothing), targeted reruns.
 
-The flow runs in a child process, as a deployment's worker would: a Prefect flow run leaves fork
-hooks in its process that make later forked DataLoader workers exit non-zero."""
+The flow runs in a child process, as a deployment's worker would."""
 
 import json
 import os

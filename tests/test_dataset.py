@@ -10,10 +10,12 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
+from prefect import flow
 from torch.utils.data import DataLoader
 
 from pipeline.shards import prepare_shards
-from stylegan.dataset import ShardDataset, ShardIntegrityError
+from stylegan.dataset import ShardDataset, ShardIntegrityError, worker_context
+from stylegan.training.data import real_batches
 
 COUNT, RESOLUTION, CLASSES = 37, 8, 3
 
@@ -46,10 +48,15 @@ def _identify(images, batch: torch.Tensor) -> list[tuple[int, bool]]:
     return [lookup[image.permute(1, 2, 0).numpy().tobytes()] for image in batch]
 
 
+def _workers(num_workers: int) -> dict:
+    """DataLoader arguments for `num_workers` workers started as the training loop starts them."""
+    return {"num_workers": num_workers, "multiprocessing_context": worker_context(num_workers)}
+
+
 def _epoch(images, dataset, num_workers: int = 0, batch_size: int = 4) -> list[tuple[int, bool]]:
     """(index, mirrored) of every image that one pass of a DataLoader over `dataset` yields."""
     seen = []
-    for batch, _ in DataLoader(dataset, batch_size=batch_size, num_workers=num_workers):
+    for batch, _ in DataLoader(dataset, batch_size=batch_size, **_workers(num_workers)):
         seen += _identify(images, batch)
     return seen
 
@@ -210,7 +217,7 @@ def test_bad_index(tmp_path, shards):
 def _stream(images, dataset, count: int, num_workers: int, batch_size: int) -> list[tuple[int, bool]]:
     """(index, mirrored) of the first `count` images of an endless stream, read in batches."""
     seen = []
-    for batch, _ in DataLoader(dataset, batch_size=batch_size, num_workers=num_workers):
+    for batch, _ in DataLoader(dataset, batch_size=batch_size, **_workers(num_workers)):
         seen += _identify(images, batch)
         if len(seen) >= count:
             return seen[:count]
@@ -247,3 +254,21 @@ def test_stream_from_checks_its_arguments(shards):
 def test_iterate_batches_keeps_index_order_with_workers(shards, images):
     batches = ShardDataset(shards).iterate_batches(5, num_workers=3)
     assert [i for batch, _ in batches for i, _ in _identify(images, batch)] == list(range(COUNT))
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_loader_workers_start_cleanly_after_a_prefect_flow_ran_in_this_process(shards, images):
+    """A Prefect flow run leaves exit hooks behind that fail in a forked child (which then exits with code
+    1 and stops the loader): the training loop's and the metrics' loader workers are not forked."""
+
+    @flow
+    def a_flow() -> int:
+        return 1
+
+    assert a_flow() == 1
+    batches = ShardDataset(shards).iterate_batches(5, num_workers=2)
+    assert [i for batch, _ in batches for i, _ in _identify(images, batch)] == list(range(COUNT))
+    stream = real_batches(ShardDataset(shards), batch_size=4, rank=0, world_size=1, seed=0, start_nimg=0,
+                          num_workers=2)  # fmt: skip
+    first_epoch = [i for _ in range(8) for i, _ in _identify(images, next(stream)[0])]
+    assert len(set(first_epoch)) == 32  # 8 batches of a shuffled epoch of 37 images

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
+from stylegan.dataset import worker_context
+
 log = logging.getLogger(__name__)
 
 
@@ -125,7 +127,10 @@ def real_batches(
     # A private generator for the loader's worker seeds: creating an iterator would otherwise draw from
     # torch's global generator, whose state a resumed run restores and must not see consumed.
     loader_kwargs = dict(
-        num_workers=num_workers, pin_memory=pin_memory, generator=torch.Generator().manual_seed(seed + rank)
+        num_workers=num_workers,
+        multiprocessing_context=worker_context(num_workers),
+        pin_memory=pin_memory,
+        generator=torch.Generator().manual_seed(seed + rank),
     )
     if isinstance(dataset, IterableDataset) and hasattr(dataset, "stream_from"):
         stream = dataset.stream_from(start_nimg // world_size, batch_size=batch_size // world_size)
