@@ -33,7 +33,7 @@ offline-plots: $(STAMP)
 		echo "note: dvc plots pages will load Vega from a CDN (needs npm once, to fetch it)"
 
 test: $(STAMP) chromium offline-plots
-	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 lint: $(STAMP)
 	$(BIN)/ruff check stylegan pipeline stages tests benchmarks

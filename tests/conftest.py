@@ -19,6 +19,12 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 
+# `make test` runs two pytest-xdist workers on two cores: one thread each, for them and every process they
+# start (torch and oneDNN read the variable when they load). Two threads each would oversubscribe the cores,
+# and OpenMP's waiting threads then slow the tiny networks of the tests down several times over.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 # Every test behaves the same online and offline: a request to any host but this machine goes to a closed
 # local port and fails at once (urllib, requests and httpx read these variables, in this process and in
 # every command a test starts), so no test downloads detector weights (vgg16.pt is 528 MB) or anything
@@ -29,6 +35,13 @@ for _variable in ("no_proxy", "NO_PROXY"):
     os.environ[_variable] = "127.0.0.1,localhost,::1"
 os.environ.pop("ALL_PROXY", None)
 os.environ.pop("all_proxy", None)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Files with slow tests first: `make test` hands whole files to the workers in this order
+    (``--dist loadfile --no-loadscope-reorder``), and a long file started last would leave a core idle."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)
 
 
 @pytest.fixture(scope="session", autouse=True)
